@@ -1,0 +1,1 @@
+//! Halyard update tooling (see `docs/bundle-format.md`).
