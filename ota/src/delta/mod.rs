@@ -1,0 +1,1 @@
+//! Binary delta engine: `diff(old, new)` and a streaming, memory-bounded `apply`.
