@@ -1,4 +1,23 @@
-//! Wire types shared by `halyard-agent` and `halyard-server`: types only, no I/O.
+//! Wire types shared by `halyard-agent` and `halyard-server`: types and pure codecs only, no I/O.
 //!
-//! Planned module map (issue 4): `ids` (device id), `envelope` (signed envelope), `desired`, `report`,
-//! `events`, `presence`, `topics` (all under `halyard/v1/devices/{device_id}/`). See `docs/protocol.md`.
+//! - [`ids`]: validated newtypes that end up in topics and URLs ([`DeviceId`], [`Sha256`], [`Slot`]).
+//! - [`topics`]: the MQTT topic tree under `halyard/v1/devices/{device_id}/`.
+//! - [`envelope`]: the signed envelope every message travels in, and its verification rules.
+//! - [`messages`]: the payloads: [`Desired`], [`Report`], [`Event`], [`Presence`].
+//!
+//! The contract is written out in `docs/protocol.md`.
+
+pub mod envelope;
+pub mod ids;
+pub mod messages;
+pub mod topics;
+
+pub use envelope::{Envelope, EnvelopeError, Kind, Payload, SeqGuard, SeqVerdict};
+pub use ids::{DeviceId, IdError, Sha256, Slot};
+pub use messages::{
+    AgentState, Artifact, DeltaOffer, Desired, DesiredAction, Event, HealthSummary, Presence, Report,
+    SlotReport, Window,
+};
+
+/// Version of the wire format carried in every envelope; bumped on incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
