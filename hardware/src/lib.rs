@@ -1,10 +1,26 @@
 //! Halyard hardware layer: everything that touches a device's boot flags, slots, watchdog or power.
 //!
-//! Planned module map (see `docs/boot-contract.md` and issue 3):
-//! - `slot`: the A/B slot identifier.
-//! - `boot`: the `BootControl` trait (the whole bootloader contract) with backends `grubenv`
-//!   (byte-compatible with `grub-editenv`), `ubootenv` (single and redundant copies, compatible with
-//!   `fw_printenv`/`mkenvimage`) and `file` (the fake used by tests and the simulator).
-//! - `block`: the `BlockDevice` trait with file, GPT-partition and raw-device backends, the slot writer,
-//!   and `FaultyDevice` for power-cut and I/O-error injection.
-//! - `watchdog`, `power`: Linux `/dev/watchdog` and reboot, each with a fake.
+//! Module map (the contract is `docs/boot-contract.md`):
+//! - [`slot`]: the A/B [`Slot`] identifier.
+//! - [`boot`]: the [`boot::BootControl`] trait (the whole bootloader contract), the bootloader's own
+//!   selection step [`boot::select::boot_attempt`], and the backends [`boot::grubenv`]
+//!   (`grub-editenv` compatible), [`boot::ubootenv`] (`fw_printenv`/`fw_setenv`/`mkenvimage`
+//!   compatible, single and redundant copies) and [`boot::file`] (the fake).
+//! - [`block`]: the [`block::BlockDevice`] trait with file, raw-device, GPT-partition and in-memory
+//!   backends, the slot writer, and [`block::faulty::FaultyDevice`] for power cuts and I/O errors.
+//! - [`watchdog`], [`power`]: `/dev/watchdog` and reboot, each with a fake.
+//! - [`conformance`]: the suite every boot backend passes.
+//! - [`error`]: error types naming backend, path and slot.
+//!
+//! The bootloader side of the contract ships in `hardware/boot/` (`grub.cfg`, `uboot-boot.cmd`).
+
+pub mod block;
+pub mod boot;
+pub mod conformance;
+pub mod error;
+pub mod power;
+pub mod slot;
+pub mod watchdog;
+
+pub use error::{BlockError, BootError, DeviceError};
+pub use slot::Slot;
