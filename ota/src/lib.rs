@@ -10,9 +10,12 @@
 //! - [`cli`]: the `halyard-ota` command line (the binary is a thin wrapper).
 //! - [`canonical`], [`hash`]: canonical JSON and SHA-256 digest helpers.
 
+pub mod bundle;
 pub mod canonical;
 pub mod delta;
 pub mod hash;
 pub mod keys;
 pub mod limits;
+pub mod manifest;
 pub mod root;
+pub mod stream;
