@@ -1,0 +1,313 @@
+//! `apply`: streams a patch onto a source, writing the target front to back in constant memory.
+//!
+//! Every length read from the patch is checked against the header's sizes and the format's
+//! limits before it is used; the only buffers are fixed-size I/O buffers and one compressed
+//! chunk per stream (at most `compress_bound(segment_cap)` bytes each).
+
+use std::io::{BufReader, Read, Write};
+
+use sha2::{Digest as _, Sha256};
+
+use super::error::{DeltaError, Digest};
+use super::format::{self, PatchHeader, compress_bound, get_varint, read_varint, unzigzag};
+use super::source::SourceRead;
+use super::stream::StreamDecoder;
+use super::{ApplyOptions, ApplyStats, SourceCheck};
+
+/// Size of the source, diff and output buffers.
+const IO_BUF: usize = 64 << 10;
+/// Size of the decoded-control buffer.
+const CTRL_BUF: usize = 4 << 10;
+
+/// Applies `patch` to `source`, writing the rebuilt image to `target`, checking the source's
+/// size and SHA-256 first and the target's size and SHA-256 at the end.
+pub fn apply<S, R, W>(source: &S, patch: R, target: W) -> Result<ApplyStats, DeltaError>
+where
+    S: SourceRead + ?Sized,
+    R: Read,
+    W: Write,
+{
+    apply_with(source, patch, target, &ApplyOptions::default())
+}
+
+/// `apply` with explicit options (e.g. skip the up-front source hash when the caller already
+/// verified the source).
+#[tracing::instrument(level = "debug", skip_all)]
+pub fn apply_with<S, R, W>(
+    source: &S,
+    patch: R,
+    target: W,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, DeltaError>
+where
+    S: SourceRead + ?Sized,
+    R: Read,
+    W: Write,
+{
+    let mut patch = BufReader::with_capacity(16 << 10, patch);
+    let header = format::read_header(&mut patch)?;
+    check_source(source, &header, opts)?;
+    let mut run = Applier::new(source, &header, target)?;
+    loop {
+        let mut tag = [0u8; 1];
+        format::read_exact(&mut patch, &mut tag, "segment tag")?;
+        match tag[0] {
+            format::TAG_END => break,
+            format::TAG_SEGMENT => run.segment(&mut patch)?,
+            _ => {
+                return Err(DeltaError::Corrupt {
+                    what: "unknown segment tag",
+                });
+            }
+        }
+    }
+    let mut probe = [0u8; 1];
+    match patch.read(&mut probe) {
+        Ok(0) => {}
+        Ok(_) => {
+            return Err(DeltaError::Corrupt {
+                what: "data after the end of the patch",
+            });
+        }
+        Err(e) => {
+            return Err(DeltaError::Io {
+                context: "reading the patch",
+                source: e,
+            });
+        }
+    }
+    run.finish()
+}
+
+fn check_source<S: SourceRead + ?Sized>(
+    source: &S,
+    h: &PatchHeader,
+    opts: &ApplyOptions,
+) -> Result<(), DeltaError> {
+    let actual = source.size();
+    if actual != h.source_size {
+        return Err(DeltaError::SourceSizeMismatch {
+            expected: h.source_size,
+            actual,
+        });
+    }
+    if opts.source_check == SourceCheck::Full {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; IO_BUF];
+        let mut off = 0u64;
+        while off < actual {
+            let n = (actual - off).min(IO_BUF as u64) as usize;
+            source
+                .read_exact_at(&mut buf[..n], off)
+                .map_err(DeltaError::io("reading the source"))?;
+            hasher.update(&buf[..n]);
+            off += n as u64;
+        }
+        let actual = Digest(hasher.finalize().into());
+        if actual != h.source_digest() {
+            return Err(DeltaError::SourceMismatch {
+                expected: h.source_digest(),
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// State of one `apply` run.
+struct Applier<'s, S: ?Sized, W> {
+    source: &'s S,
+    header: PatchHeader,
+    out: W,
+    out_buf: Vec<u8>,
+    hasher: Sha256,
+    written: u64,
+    cursor: u64,
+    streams: [StreamDecoder; 3],
+    src_buf: Vec<u8>,
+    diff_buf: Vec<u8>,
+    ctrl_buf: [u8; CTRL_BUF],
+    ctrl_pos: usize,
+    ctrl_len: usize,
+    stats: ApplyStats,
+}
+
+impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
+    fn new(source: &'s S, header: &PatchHeader, out: W) -> Result<Self, DeltaError> {
+        let w = header.window_logs;
+        Ok(Self {
+            source,
+            header: header.clone(),
+            out,
+            out_buf: Vec::with_capacity(IO_BUF),
+            hasher: Sha256::new(),
+            written: 0,
+            cursor: 0,
+            streams: [
+                StreamDecoder::new(0, w[0])?,
+                StreamDecoder::new(1, w[1])?,
+                StreamDecoder::new(2, w[2])?,
+            ],
+            src_buf: vec![0; IO_BUF],
+            diff_buf: vec![0; IO_BUF],
+            ctrl_buf: [0; CTRL_BUF],
+            ctrl_pos: 0,
+            ctrl_len: 0,
+            stats: ApplyStats {
+                patch_bytes: format::HEADER_LEN as u64,
+                ..ApplyStats::default()
+            },
+        })
+    }
+
+    /// Reads one segment's framing and chunks, then runs its control records.
+    fn segment<R: Read>(&mut self, patch: &mut R) -> Result<(), DeltaError> {
+        let cap = u64::from(self.header.segment_cap);
+        let mut lens = [(0u64, 0u64); 3];
+        for (k, l) in lens.iter_mut().enumerate() {
+            let raw = read_varint(patch, "segment framing")?;
+            let comp = read_varint(patch, "segment framing")?;
+            if raw > cap {
+                return Err(DeltaError::LimitExceeded {
+                    what: format::STREAMS[k],
+                    value: raw,
+                    limit: cap,
+                });
+            }
+            if comp > compress_bound(raw) {
+                return Err(DeltaError::Corrupt {
+                    what: "compressed chunk larger than its raw size allows",
+                });
+            }
+            *l = (raw, comp);
+        }
+        for (k, &(raw, comp)) in lens.iter().enumerate() {
+            let buf = self.streams[k].start_segment(comp as usize, raw);
+            format::read_exact(patch, buf, "segment chunk")?;
+            self.stats.patch_bytes += comp;
+        }
+        self.stats.segments += 1;
+        self.ctrl_pos = 0;
+        self.ctrl_len = 0;
+        while self.ctrl_pos < self.ctrl_len || self.streams[0].raw_left() > 0 {
+            let v = get_varint(|| self.ctrl_byte(), "control record")?;
+            self.record(v & 3, v >> 2)?;
+            self.stats.ops += 1;
+        }
+        self.streams.iter_mut().try_for_each(StreamDecoder::end_segment)
+    }
+
+    fn ctrl_byte(&mut self) -> Result<u8, DeltaError> {
+        if self.ctrl_pos == self.ctrl_len {
+            let n = self.streams[0].raw_left().min(CTRL_BUF as u64) as usize;
+            if n == 0 {
+                return Err(DeltaError::Corrupt {
+                    what: "control record cut at the end of its segment",
+                });
+            }
+            self.streams[0].read(&mut self.ctrl_buf[..n])?;
+            (self.ctrl_pos, self.ctrl_len) = (0, n);
+        }
+        self.ctrl_pos += 1;
+        Ok(self.ctrl_buf[self.ctrl_pos - 1])
+    }
+
+    fn record(&mut self, kind: u64, n: u64) -> Result<(), DeltaError> {
+        if kind == format::KIND_SEEK {
+            let to = i128::from(self.cursor) + i128::from(unzigzag(n));
+            if to < 0 || to > i128::from(self.header.source_size) {
+                return Err(DeltaError::Corrupt {
+                    what: "seek outside the source",
+                });
+            }
+            self.cursor = to as u64;
+            return Ok(());
+        }
+        if n > self.header.target_size - self.written {
+            return Err(DeltaError::Corrupt {
+                what: "record writes past the target size",
+            });
+        }
+        if kind == format::KIND_INSERT {
+            return self.insert(n);
+        }
+        if n > self.header.source_size - self.cursor {
+            return Err(DeltaError::Corrupt {
+                what: "record reads past the end of the source",
+            });
+        }
+        self.source_op(n, kind == format::KIND_ADD)
+    }
+
+    fn insert(&mut self, n: u64) -> Result<(), DeltaError> {
+        let mut left = n;
+        while left > 0 {
+            let c = left.min(IO_BUF as u64) as usize;
+            self.streams[2].read(&mut self.src_buf[..c])?;
+            self.emit_src(c)?;
+            left -= c as u64;
+        }
+        Ok(())
+    }
+
+    fn source_op(&mut self, n: u64, add: bool) -> Result<(), DeltaError> {
+        let mut left = n;
+        while left > 0 {
+            let c = left.min(IO_BUF as u64) as usize;
+            self.source
+                .read_exact_at(&mut self.src_buf[..c], self.cursor)
+                .map_err(DeltaError::io("reading the source"))?;
+            if add {
+                self.streams[1].read(&mut self.diff_buf[..c])?;
+                self.src_buf[..c]
+                    .iter_mut()
+                    .zip(&self.diff_buf[..c])
+                    .for_each(|(s, d)| *s = s.wrapping_add(*d));
+            }
+            self.emit_src(c)?;
+            self.cursor += c as u64;
+            self.stats.source_bytes_read += c as u64;
+            left -= c as u64;
+        }
+        Ok(())
+    }
+
+    /// Appends `src_buf[..c]` to the target.
+    fn emit_src(&mut self, c: usize) -> Result<(), DeltaError> {
+        if self.out_buf.len() + c > IO_BUF {
+            self.flush_out()?;
+        }
+        self.out_buf.extend_from_slice(&self.src_buf[..c]);
+        self.written += c as u64;
+        Ok(())
+    }
+
+    fn flush_out(&mut self) -> Result<(), DeltaError> {
+        self.hasher.update(&self.out_buf);
+        self.out
+            .write_all(&self.out_buf)
+            .map_err(DeltaError::io("writing the target"))?;
+        self.out_buf.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<ApplyStats, DeltaError> {
+        self.flush_out()?;
+        self.out.flush().map_err(DeltaError::io("writing the target"))?;
+        if self.written != self.header.target_size {
+            return Err(DeltaError::TargetSizeMismatch {
+                expected: self.header.target_size,
+                actual: self.written,
+            });
+        }
+        let actual = Digest(self.hasher.finalize().into());
+        if actual != self.header.target_digest() {
+            return Err(DeltaError::TargetHashMismatch {
+                expected: self.header.target_digest(),
+                actual,
+            });
+        }
+        self.stats.target_bytes = self.written;
+        Ok(self.stats)
+    }
+}

@@ -1,0 +1,243 @@
+//! Second matching pass: bsdiff-style approximate matching over a suffix array of the source.
+//!
+//! This is Colin Percival's bsdiff scan (2003): find the longest exact match of the current
+//! target position in the source, and accept it only when it beats the current alignment by
+//! more than 8 bytes; then extend the previous alignment forwards and the new one backwards
+//! while at least half of the bytes agree, so that nearly-equal regions become one "add" whose
+//! diff bytes are mostly zero (and compress to almost nothing).
+
+/// Longest match the search compares; longer matches are found again at the next step.
+const MAX_SEARCH: usize = 1 << 16;
+/// A match must beat the current alignment by more than this many bytes to start a new one.
+const MISMATCH_SLACK: isize = 8;
+
+/// A suffix array over a source text.
+#[derive(Debug)]
+pub(crate) struct SuffixIndex<'a> {
+    text: &'a [u8],
+    sa: Vec<i32>,
+}
+
+/// One bsdiff step: add `add_len` bytes from source position `add_old`, then insert `insert_len`
+/// new bytes (positions are relative to the indexed text and the matched target slice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Step {
+    pub(crate) add_old: usize,
+    pub(crate) add_len: usize,
+    pub(crate) insert_len: usize,
+}
+
+impl<'a> SuffixIndex<'a> {
+    /// Sorts the suffixes of `text` (which must be shorter than 2 GiB).
+    pub(crate) fn build(text: &'a [u8]) -> Self {
+        let mut sa = vec![0i32; text.len()];
+        if !text.is_empty() {
+            divsufsort::sort_in_place(text, &mut sa);
+        }
+        Self { text, sa }
+    }
+
+    /// Bytes of memory held by the index.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.sa.len() * 4
+    }
+
+    fn suffix(&self, i: usize) -> &[u8] {
+        &self.text[self.sa[i] as usize..]
+    }
+
+    /// Longest prefix of `needle` found in the text: `(position, length)`.
+    fn search(&self, needle: &[u8]) -> (usize, usize) {
+        if self.sa.is_empty() || needle.is_empty() {
+            return (0, 0);
+        }
+        let (mut st, mut en) = (0usize, self.sa.len() - 1);
+        while en - st >= 2 {
+            let x = st + (en - st) / 2;
+            let s = self.suffix(x);
+            let n = s.len().min(needle.len());
+            if s[..n] < needle[..n] {
+                st = x;
+            } else {
+                en = x;
+            }
+        }
+        let lx = common_prefix(self.suffix(st), needle);
+        let ly = common_prefix(self.suffix(en), needle);
+        if lx >= ly {
+            (self.sa[st] as usize, lx)
+        } else {
+            (self.sa[en] as usize, ly)
+        }
+    }
+
+    /// Runs the bsdiff scan of `new` against the text, returning steps that rebuild all of `new`.
+    pub(crate) fn match_target(&self, new: &[u8]) -> Vec<Step> {
+        Scanner {
+            old: self.text,
+            new,
+            idx: self,
+            steps: Vec::new(),
+        }
+        .run()
+    }
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n && a[i..i + 8] == b[i..i + 8] {
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+struct Scanner<'s, 'a> {
+    old: &'s [u8],
+    new: &'s [u8],
+    idx: &'s SuffixIndex<'a>,
+    steps: Vec<Step>,
+}
+
+impl Scanner<'_, '_> {
+    fn agrees(&self, new_pos: usize, offset: isize) -> bool {
+        let o = new_pos as isize + offset;
+        o >= 0 && (o as usize) < self.old.len() && self.old[o as usize] == self.new[new_pos]
+    }
+
+    fn run(mut self) -> Vec<Step> {
+        let (old, new) = (self.old, self.new);
+        let (mut scan, mut len, mut pos) = (0usize, 0usize, 0usize);
+        let (mut lastscan, mut lastpos, mut lastoffset) = (0usize, 0usize, 0isize);
+        while scan < new.len() {
+            let mut oldscore = 0isize;
+            scan += len;
+            let mut scsc = scan;
+            while scan < new.len() {
+                let end = new.len().min(scan + MAX_SEARCH);
+                (pos, len) = self.idx.search(&new[scan..end]);
+                while scsc < scan + len {
+                    oldscore += isize::from(self.agrees(scsc, lastoffset));
+                    scsc += 1;
+                }
+                if (len as isize == oldscore && len != 0) || len as isize > oldscore + MISMATCH_SLACK {
+                    break;
+                }
+                oldscore -= isize::from(self.agrees(scan, lastoffset));
+                scan += 1;
+            }
+            if len as isize != oldscore || scan == new.len() {
+                let mut lenf = self.extend_forward(lastscan, lastpos, scan);
+                let mut lenb = if scan < new.len() {
+                    self.extend_backward(lastscan, scan, pos)
+                } else {
+                    0
+                };
+                if lastscan + lenf > scan - lenb {
+                    let (f, b) = self.split_overlap(lastscan, lastpos, lenf, scan, pos, lenb);
+                    (lenf, lenb) = (f, b);
+                }
+                self.steps.push(Step {
+                    add_old: lastpos,
+                    add_len: lenf,
+                    insert_len: (scan - lenb) - (lastscan + lenf),
+                });
+                lastscan = scan - lenb;
+                lastpos = pos - lenb;
+                lastoffset = pos as isize - scan as isize;
+                debug_assert!(lastpos <= old.len());
+            }
+        }
+        self.steps
+    }
+
+    /// Longest forward extension of the previous alignment where matches outnumber mismatches.
+    fn extend_forward(&self, lastscan: usize, lastpos: usize, scan: usize) -> usize {
+        let (mut s, mut best, mut lenf) = (0isize, 0isize, 0usize);
+        let mut i = 0;
+        while lastscan + i < scan && lastpos + i < self.old.len() {
+            s += isize::from(self.old[lastpos + i] == self.new[lastscan + i]);
+            i += 1;
+            if s * 2 - i as isize > best * 2 - lenf as isize {
+                best = s;
+                lenf = i;
+            }
+        }
+        lenf
+    }
+
+    /// Longest backward extension of the new alignment where matches outnumber mismatches.
+    fn extend_backward(&self, lastscan: usize, scan: usize, pos: usize) -> usize {
+        let (mut s, mut best, mut lenb) = (0isize, 0isize, 0usize);
+        let mut i = 1;
+        while scan >= lastscan + i && pos >= i {
+            s += isize::from(self.old[pos - i] == self.new[scan - i]);
+            if s * 2 - i as isize > best * 2 - lenb as isize {
+                best = s;
+                lenb = i;
+            }
+            i += 1;
+        }
+        lenb
+    }
+
+    /// Where the two extensions overlap, gives each byte to the alignment that matches it.
+    fn split_overlap(
+        &self,
+        lastscan: usize,
+        lastpos: usize,
+        lenf: usize,
+        scan: usize,
+        pos: usize,
+        lenb: usize,
+    ) -> (usize, usize) {
+        let overlap = (lastscan + lenf) - (scan - lenb);
+        let (mut s, mut best, mut lens) = (0isize, 0isize, 0usize);
+        for i in 0..overlap {
+            s += isize::from(
+                self.new[lastscan + lenf - overlap + i] == self.old[lastpos + lenf - overlap + i],
+            );
+            s -= isize::from(self.new[scan - lenb + i] == self.old[pos - lenb + i]);
+            if s > best {
+                best = s;
+                lens = i + 1;
+            }
+        }
+        (lenf + lens - overlap, lenb - lens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rebuild(old: &[u8], new: &[u8], steps: &[Step]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in steps {
+            let n = out.len();
+            for i in 0..s.add_len {
+                out.push(old[s.add_old + i].wrapping_add(new[n + i].wrapping_sub(old[s.add_old + i])));
+            }
+            let n = out.len();
+            out.extend_from_slice(&new[n..n + s.insert_len]);
+        }
+        out
+    }
+
+    #[test]
+    fn steps_cover_the_target_exactly() {
+        let old = b"the quick brown fox jumps over the lazy dog, again and again and again".repeat(20);
+        let mut new = old.clone();
+        new[100] ^= 1;
+        new.splice(300..300, b"INSERTED TEXT".iter().copied());
+        new.drain(600..650);
+        let idx = SuffixIndex::build(&old);
+        let steps = idx.match_target(&new);
+        assert_eq!(rebuild(&old, &new, &steps), new);
+        let inserted: usize = steps.iter().map(|s| s.insert_len).sum();
+        assert!(inserted < 40, "mostly matched, inserted {inserted}");
+    }
+}
