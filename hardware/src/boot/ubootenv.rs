@@ -79,10 +79,6 @@ pub fn encode(vars: &EnvVars, size: usize, layout: Layout, flags: u8) -> Result<
     }
     data.push(0);
     let capacity = size.saturating_sub(header);
-    // An empty environment is two NULs in U-Boot's and mkenvimage's output.
-    if vars.is_empty() {
-        data.push(0);
-    }
     if data.len() > capacity {
         return Err(UBootEnvError::TooLarge { needed: data.len() });
     }
