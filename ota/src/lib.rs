@@ -12,6 +12,7 @@
 
 pub mod bundle;
 pub mod canonical;
+pub mod cli;
 pub mod delta;
 pub mod hash;
 pub mod keys;

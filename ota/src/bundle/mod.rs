@@ -236,6 +236,35 @@ impl BundleError {
         !matches!(self, Self::Io { .. })
     }
 
+    /// A stable snake_case code for the variant (for logs, reports and `--json` output).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::BadMagic { .. } => "bad_magic",
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::Truncated { .. } => "truncated",
+            Self::ManifestTooLarge { .. } => "manifest_too_large",
+            Self::TooManySignatures { .. } => "too_many_signatures",
+            Self::SignatureTooLarge { .. } => "signature_too_large",
+            Self::Root { .. } => "root",
+            Self::UnknownKey { .. } => "unknown_key",
+            Self::BadSignature { .. } => "bad_signature",
+            Self::ThresholdNotMet { .. } => "threshold_not_met",
+            Self::Manifest { .. } => "manifest",
+            Self::WrongProduct { .. } => "wrong_product",
+            Self::Expired { .. } => "expired",
+            Self::SecurityVersionTooLow { .. } => "security_version_too_low",
+            Self::DeltaSourceMismatch { .. } => "delta_source_mismatch",
+            Self::TooManyPayloads { .. } => "too_many_payloads",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::PayloadHashMismatch { .. } => "payload_hash_mismatch",
+            Self::TrailingData { .. } => "trailing_data",
+            Self::DeltaNeedsSource { .. } => "delta_needs_source",
+            Self::Delta { .. } => "delta",
+            Self::TargetMismatch { .. } => "target_mismatch",
+        }
+    }
+
     /// Recovers a `BundleError` carried inside an `io::Error` (as payload readers return), or wraps it.
     pub fn from_io(err: std::io::Error) -> Self {
         match err.get_ref().map(|e| e.is::<Self>()) {
