@@ -14,6 +14,8 @@ pub mod bundle;
 pub mod canonical;
 pub mod cli;
 pub mod delta;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod keys;
 pub mod limits;

@@ -1,0 +1,100 @@
+//! Bodies of the cargo-fuzz targets in `ota/fuzz/`, as plain functions so stable-toolchain tests run
+//! them too (`tests/fuzz_smoke.rs`), plus the fixed keys and inputs they and the test fixtures share.
+//! Not a public API.
+
+use std::io::{self, Read};
+use std::sync::OnceLock;
+
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use crate::bundle::{self, VerifyPolicy};
+use crate::keys::PrivateKey;
+use crate::limits::Limits;
+use crate::manifest::Manifest;
+use crate::root::{RootFile, RootSigned, TrustedRoot};
+
+/// Seed of the fixture root key.
+pub const ROOT_SEED: [u8; 32] = [0x01; 32];
+/// Seeds of the two fixture release keys.
+pub const RELEASE_SEEDS: [[u8; 32]; 2] = [[0x10; 32], [0x11; 32]];
+/// Seed of a key the fixture root does not know.
+pub const UNKNOWN_SEED: [u8; 32] = [0x66; 32];
+/// The "now" of every fixture and fuzz run.
+pub const NOW: OffsetDateTime = datetime!(2026-06-01 00:00 UTC);
+/// Expiry of the fixture root.
+pub const ROOT_EXPIRES: OffsetDateTime = datetime!(2036-01-01 00:00 UTC);
+
+/// The fixture root file: root key [`ROOT_SEED`], both release keys, `release_threshold` of them.
+pub fn fixture_root_file(release_threshold: u32) -> RootFile {
+    let root_key = PrivateKey::from_seed(&ROOT_SEED);
+    let releases: Vec<_> = RELEASE_SEEDS
+        .iter()
+        .map(|s| PrivateKey::from_seed(s).public())
+        .collect();
+    let signed = RootSigned::new(
+        ROOT_EXPIRES,
+        (&[root_key.public()], 1),
+        (&releases, release_threshold),
+    )
+    .expect("fixture root parameters are valid");
+    let mut file = RootFile::unsigned(signed);
+    file.sign(&root_key);
+    file
+}
+
+/// The fixture source image for `patch_apply`: 64 KiB of deterministic, partly repetitive bytes.
+pub fn fixed_source() -> &'static [u8] {
+    static SOURCE: OnceLock<Vec<u8>> = OnceLock::new();
+    SOURCE.get_or_init(|| pseudo_random_image(64 * 1024, 0x5eed))
+}
+
+/// Deterministic test image: xorshift noise with runs of repeated text (so deltas find matches).
+pub fn pseudo_random_image(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        if state.is_multiple_of(4) {
+            out.extend_from_slice(b"halyard image block ");
+        } else {
+            out.extend_from_slice(&state.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// Fuzz body: every parser that sees untrusted bundle bytes. Must never panic.
+pub fn bundle_reader(data: &[u8]) {
+    let limits = Limits::DEFAULT;
+    let _ = Manifest::from_canonical_bytes(data);
+    let _ = RootFile::parse(data, &limits);
+    let Ok(root) = TrustedRoot::from_bytes(&fixture_root_file(1).to_json(), NOW, &limits) else {
+        return;
+    };
+    let policy = VerifyPolicy {
+        product: None,
+        min_security_version: 0,
+        now: NOW,
+        active_source_sha256: None,
+    };
+    let Ok(mut verified) = bundle::open(data, &root, &policy, &limits) else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    while let Ok(Some(mut payload)) = verified.next_payload() {
+        while matches!(payload.read(&mut buf), Ok(n) if n > 0) {}
+        if payload.finish().is_err() {
+            return;
+        }
+    }
+    let _ = verified.finish();
+}
+
+/// Fuzz body: `delta::apply(&fixed_source, data, sink)`. Must never panic.
+pub fn patch_apply(data: &[u8]) {
+    let _ = crate::delta::apply(fixed_source(), data, io::sink());
+}
