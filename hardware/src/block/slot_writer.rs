@@ -75,7 +75,7 @@ where
 
 /// SHA-256 of the first `len` bytes of `dev`.
 pub fn hash_prefix<D: BlockDevice + ?Sized>(dev: &mut D, len: u64) -> Result<[u8; 32], BlockError> {
-    let mut buf = vec![0u8; DEFAULT_CHUNK];
+    let mut buf = vec![0u8; len.min(DEFAULT_CHUNK as u64) as usize];
     let mut hasher = Sha256::new();
     let mut offset = 0u64;
     while offset < len {

@@ -73,6 +73,22 @@ pub trait EnvStore: fmt::Debug {
     fn store(&mut self, vars: &EnvVars) -> Result<(), BootError>;
 }
 
+/// A boxed store is a store: the agent picks its backend at start-up behind `Box<dyn EnvStore>`.
+impl<S: EnvStore + ?Sized> EnvStore for Box<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn location(&self) -> &Path {
+        (**self).location()
+    }
+    fn load(&mut self) -> Result<EnvVars, BootError> {
+        (**self).load()
+    }
+    fn store(&mut self, vars: &EnvVars) -> Result<(), BootError> {
+        (**self).store(vars)
+    }
+}
+
 /// Where the running slot is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CurrentSlotSource {
