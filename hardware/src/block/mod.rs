@@ -1,6 +1,6 @@
 //! Positional block I/O: the [`BlockDevice`] trait and its backends.
 //!
-//! - [`file`]: a whole file, a real block device (`O_SYNC`, size by seek) and [`file::AtomicFile`]
+//! - [`file`](mod@file): a whole file, a real block device (`O_SYNC`, size by seek) and [`file::AtomicFile`]
 //!   (temp + rename on flush, for environments stored in files).
 //! - [`gpt`]: a partition inside a GPT disk (image or device), found by name, CRC-checked.
 //! - [`faulty`]: [`faulty::FaultyDevice`] wraps any device to cut power, tear writes, flip bits or fail.

@@ -5,7 +5,7 @@
 //! - [`grubenv`]: the GRUB environment block, byte-compatible with `grub-editenv`.
 //! - [`ubootenv`]: the U-Boot environment (CRC32; single or redundant copies), compatible with
 //!   `fw_printenv`/`fw_setenv` and `mkenvimage`.
-//! - [`file`]: a plain `key=value` file written by temp + rename, the fake for tests and the simulator.
+//! - [`file`](mod@file): a plain `key=value` file written by temp + rename, the fake for tests and the simulator.
 //!
 //! Each store writes through a [`crate::block::BlockDevice`] (or a file), so a
 //! [`crate::block::faulty::FaultyDevice`] can cut power in the middle of an environment update.
