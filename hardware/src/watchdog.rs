@@ -51,7 +51,12 @@ mod ioctl {
     #[allow(unsafe_code)]
     pub(super) fn call<F: AsFd>(fd: F, op: Op) -> rustix::io::Result<c_int> {
         match op {
-            Op::KeepAlive => unsafe { ioctl(fd, Getter::<KEEPALIVE, c_int>::new()) },
+            Op::KeepAlive => {
+                // The kernel ignores the argument; pass an initialised int so nothing reads garbage.
+                let mut unused: c_int = 0;
+                unsafe { ioctl(fd, Updater::<KEEPALIVE, c_int>::new(&mut unused)) }?;
+                Ok(0)
+            }
             Op::GetTimeout => unsafe { ioctl(fd, Getter::<GET_TIMEOUT, c_int>::new()) },
             Op::SetTimeout(mut secs) => {
                 unsafe { ioctl(fd, Updater::<SET_TIMEOUT, c_int>::new(&mut secs)) }?;

@@ -199,3 +199,55 @@ fn reads_the_table_sfdisk_wrote() {
     }
     assert_eq!(table.partitions.len(), 2);
 }
+
+mod robustness {
+    use halyard_hardware::block::MemDevice;
+    use halyard_hardware::block::gpt::GptTable;
+    use proptest::prelude::*;
+
+    /// A header with the right signature, LBA and CRC but arbitrary other fields.
+    fn header(fields: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; 512];
+        h[..8].copy_from_slice(b"EFI PART");
+        h[8..92].copy_from_slice(&fields[..84]);
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[16..20].fill(0);
+        h[24..32].copy_from_slice(&1u64.to_le_bytes());
+        let crc = crc32fast::hash(&h[..92]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        /// Hostile but CRC-correct headers and entry arrays never panic or allocate without bound.
+        #[test]
+        fn hostile_tables_are_rejected_or_parsed_without_panic(
+            fields in proptest::collection::vec(any::<u8>(), 84),
+            entries in proptest::collection::vec(any::<u8>(), 128 * 4),
+            small in any::<bool>(),
+        ) {
+            let mut disk = vec![0u8; 64 * 1024];
+            let mut h = header(&fields);
+            if small {
+                // Plausible geometry so parsing reaches the entries.
+                h[40..48].copy_from_slice(&34u64.to_le_bytes());
+                h[48..56].copy_from_slice(&100u64.to_le_bytes());
+                h[72..80].copy_from_slice(&2u64.to_le_bytes());
+                h[80..84].copy_from_slice(&4u32.to_le_bytes());
+                h[84..88].copy_from_slice(&128u32.to_le_bytes());
+                h[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
+                h[16..20].fill(0);
+                let crc = crc32fast::hash(&h[..92]);
+                h[16..20].copy_from_slice(&crc.to_le_bytes());
+            }
+            disk[512..1024].copy_from_slice(&h);
+            disk[1024..1024 + entries.len()].copy_from_slice(&entries);
+            if let Ok(table) = GptTable::read(&mut MemDevice::from_bytes("hostile", disk)) {
+                for p in &table.partitions {
+                    prop_assert!(p.first_lba >= 34 && p.last_lba <= 100 && p.first_lba <= p.last_lba);
+                }
+            }
+        }
+    }
+}

@@ -114,14 +114,25 @@ fn read_at_lba<D: BlockDevice + ?Sized>(
     if entry_size < 128 || entry_size % 8 != 0 || total > MAX_ENTRY_BYTES {
         return Err(format!("bad entry array: {count} entries of {entry_size} bytes"));
     }
+    let entries_at = entries_lba
+        .checked_mul(sector)
+        .ok_or("entry array LBA overflows")?;
     let mut entries = vec![0u8; total as usize];
-    dev.read_at(entries_lba * sector, &mut entries)
-        .map_err(|e| e.to_string())?;
+    dev.read_at(entries_at, &mut entries).map_err(|e| e.to_string())?;
     let (stored, crc) = (u32_at(&header, 88), crc32fast::hash(&entries));
     if crc != stored {
         return Err(format!("entry array CRC32 {crc:08x} != stored {stored:08x}"));
     }
     let (first_usable, last_usable) = (u64_at(&header, 40), u64_at(&header, 48));
+    if last_usable
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(sector))
+        .is_none_or(|end| end > dev.size())
+    {
+        return Err(format!(
+            "last usable LBA {last_usable} lies past the end of the device"
+        ));
+    }
     let mut out = Vec::new();
     for (i, raw) in entries.chunks_exact(entry_size as usize).enumerate() {
         if raw[..16].iter().all(|&b| b == 0) {

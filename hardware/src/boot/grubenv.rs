@@ -300,12 +300,14 @@ impl<D: BlockDevice> EnvStore for GrubEnv<D> {
             tracing::warn!(path = %self.dev.location().display(), "GRUB environment block broken, rebuilding it");
             block = GrubEnvBlock::new(block.bytes.len());
         }
-        for (name, _) in block.vars().iter() {
+        let current = block.vars();
+        for (name, _) in current.iter() {
             if vars.get(name).is_none() {
                 block.unset(name).map_err(|e| self.format_err(&e, name))?;
             }
         }
-        for (name, value) in vars.iter() {
+        // Only touch what changed: unchanged lines (even odd ones GRUB itself parses loosely) stay.
+        for (name, value) in vars.iter().filter(|(n, v)| current.get(n) != Some(*v)) {
             block.set(name, value).map_err(|e| self.format_err(&e, name))?;
         }
         let location = self.dev.location().to_path_buf();

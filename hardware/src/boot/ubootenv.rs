@@ -254,7 +254,7 @@ impl<D: BlockDevice> UBootEnv<D> {
                 backend: BACKEND,
                 path,
                 needed,
-                capacity: self.size - self.layout.header_len(),
+                capacity: self.size.saturating_sub(self.layout.header_len()),
             },
             UBootEnvError::BadVariable(key) => BootError::InvalidVariable {
                 backend: BACKEND,
