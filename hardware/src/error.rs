@@ -178,6 +178,21 @@ pub enum BootError {
         /// The maximum the bootloader scripts count down from.
         max: u8,
     },
+    /// A boot-control operation on a slot failed; `source` says why.
+    #[error("{backend} {}: {op}({slot}) failed: {source}", .path.display())]
+    Operation {
+        /// Backend name.
+        backend: &'static str,
+        /// Environment path.
+        path: PathBuf,
+        /// `set_next`, `mark_successful`, `mark_unbootable`.
+        op: &'static str,
+        /// The slot the operation was about.
+        slot: Slot,
+        /// The underlying failure.
+        #[source]
+        source: Box<BootError>,
+    },
     /// The running slot cannot be determined.
     #[error("{backend} {}: current slot unknown: {reason}", .path.display())]
     CurrentSlotUnknown {

@@ -147,15 +147,28 @@ impl<S: EnvStore> EnvBootControl<S> {
         slot: Slot,
         change: impl FnOnce(&mut BootEnv),
     ) -> Result<(), BootError> {
-        let mut vars = self.store.load()?;
+        let mut vars = self.store.load().map_err(|e| self.op_err(op, slot, e))?;
         let mut env = BootEnv::from_vars(&vars);
         change(&mut env);
         let changed = env.write_to(&mut vars);
         if changed {
-            self.store.store(&vars)?;
+            self.store.store(&vars).map_err(|e| self.op_err(op, slot, e))?;
         }
         tracing::info!(backend = self.store.backend(), op, %slot, changed, "boot environment updated");
         Ok(())
+    }
+}
+
+impl<S: EnvStore> EnvBootControl<S> {
+    fn op_err(&self, op: &'static str, slot: Slot, source: BootError) -> BootError {
+        let (backend, path) = (self.store.backend(), self.store.location().to_path_buf());
+        BootError::Operation {
+            backend,
+            path,
+            op,
+            slot,
+            source: Box::new(source),
+        }
     }
 }
 
