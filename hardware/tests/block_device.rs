@@ -49,7 +49,7 @@ fn loop_device_partition_takes_a_verified_slot_image() {
         println!("skipped: no loop device available (needs root and losetup)");
         return;
     };
-    let mut disk = FileDevice::open_block_device(&dev.0).unwrap();
+    let disk = FileDevice::open_block_device(&dev.0).unwrap();
     assert_eq!(disk.size(), 4 << 20, "size by seek on a block device");
     assert_eq!(disk.backend(), "blockdev");
     let mut part = Partition::open(disk, "root_b").unwrap();
