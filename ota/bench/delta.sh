@@ -3,14 +3,18 @@
 # --patch-from and HDiffPatch on real upstream artifact pairs (see corpus.py and ota/README.md).
 #
 # Usage: ota/bench/delta.sh [--pairs shlib,exe,ext4] [--tools LIST] [--quick] [--timeout SECS]
-#                           [--halyard BIN] [--no-build] [--corpus-only] [--keep]
+#                           [--halyard BIN] [--halyard-rev REV] [--worktree] [--no-build]
+#                           [--corpus-only] [--keep]
 #   --pairs        which corpus pairs to run (default: all three)
 #   --tools        comma list from: halyard bsdiff qbsdiff xdelta3 zstd hdiffpatch-zstd
 #                  hdiffpatch-lzma hdiffpatch-lzma2 (default: all)
 #   --quick        skip the slow runs: bsdiff/qbsdiff on ext4, and hdiffpatch other than lzma2
 #   --timeout      per-command limit in seconds (default 600); a run past it is "timeout"
 #   --halyard BIN  use this halyard-ota binary instead of building it
-#   --no-build     do not run cargo; use target/release/halyard-ota if it is there
+#   --halyard-rev REV  build halyard-ota from this commit (default HEAD), exported with
+#                  `git archive` so other people's uncommitted edits do not leak in
+#   --worktree     build halyard-ota from the working tree instead of a commit
+#   --no-build     do not run cargo; use $CARGO_TARGET_DIR/release/halyard-ota as it is
 #   --corpus-only  build the corpus (ota/bench/work/corpus/<pair>/{old,new}) and stop
 #   --keep         keep patches and outputs under ota/bench/work/results/<run>/
 # It is a benchmark, not a test: nothing in the test suite runs it. Needs root for apt-get
@@ -26,6 +30,8 @@ TOOLS="$ALL_TOOLS"
 QUICK=0
 TIMEOUT=600
 HALYARD_BIN=""
+HALYARD_REV="HEAD"
+HALYARD_BUILT=""
 NO_BUILD=0
 CORPUS_ONLY=0
 KEEP=0
@@ -42,6 +48,8 @@ while (($#)); do
         --quick) QUICK=1; shift ;;
         --timeout) TIMEOUT="${2:?}"; shift 2 ;;
         --halyard) HALYARD_BIN="${2:?}"; shift 2 ;;
+        --halyard-rev) HALYARD_REV="${2:?}"; shift 2 ;;
+        --worktree) HALYARD_REV=""; shift ;;
         --no-build) NO_BUILD=1; shift ;;
         --corpus-only) CORPUS_ONLY=1; shift ;;
         --keep) KEEP=1; shift ;;
@@ -78,6 +86,28 @@ ensure_hdiffpatch() {
         python3 -m pip install --quiet "hdiffpatch==$HDIFFPATCH_VERSION"
 }
 
+# Sets HALYARD_SRC to the tree to build Halyard from (the working tree, or HALYARD_REV
+# exported under work/halyard-src/<sha>) and HALYARD_BUILT to a description of it.
+halyard_source() {
+    if [[ -z "$HALYARD_REV" ]]; then
+        HALYARD_BUILT="working tree at $(git -C "$REPO" rev-parse --short HEAD)"
+        [[ -z "$(git -C "$REPO" status --porcelain -- ota 2>/dev/null)" ]] ||
+            HALYARD_BUILT+=" + uncommitted changes in ota/"
+        HALYARD_SRC="$REPO"
+        return
+    fi
+    local sha dest
+    sha=$(git -C "$REPO" rev-parse --verify "$HALYARD_REV^{commit}") || return 1
+    HALYARD_BUILT="commit ${sha:0:10}"
+    dest="$WORK/halyard-src/$sha"
+    if [[ ! -f "$dest/Cargo.toml" ]]; then
+        rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+        git -C "$REPO" archive "$sha" | tar -x -C "$dest.tmp" || return 1
+        mv "$dest.tmp" "$dest"
+    fi
+    HALYARD_SRC="$dest"
+}
+
 # Sets HALYARD (binary path) or HALYARD_WHY (why it is unavailable).
 ensure_halyard() {
     HALYARD="" HALYARD_WHY=""
@@ -86,10 +116,11 @@ ensure_halyard() {
         local target="${CARGO_TARGET_DIR:-$REPO/target}"
         bin="$target/release/halyard-ota"
         if ((!NO_BUILD)); then
-            log "cargo build --release -p halyard-ota (target dir $target)"
-            if ! (cd "$REPO" && CARGO_TARGET_DIR="$target" cargo build --release -q -j2 \
+            halyard_source || { HALYARD_WHY="cannot export revision $HALYARD_REV"; return; }
+            log "cargo build --release -p halyard-ota: $HALYARD_BUILT (target dir $target)"
+            if ! (cd "$HALYARD_SRC" && CARGO_TARGET_DIR="$target" cargo build --release -q -j2 \
                 -p halyard-ota >"$WORK/results/halyard-build.log" 2>&1); then
-                HALYARD_WHY="build failed (see work/results/halyard-build.log)"
+                HALYARD_WHY="build of $HALYARD_BUILT failed (see work/results/halyard-build.log)"
                 return
             fi
         fi
@@ -206,6 +237,17 @@ run_one() {
     ((KEEP)) || rm -f "$patch" "$out"
 }
 
+# What the measured binary is.
+halyard_revision() {
+    if [[ -n "$HALYARD_BIN" ]]; then
+        echo "$HALYARD_BIN (given with --halyard)"
+    elif ((NO_BUILD)); then
+        echo "prebuilt binary (--no-build)"
+    else
+        echo "$HALYARD_BUILT"
+    fi
+}
+
 tool_versions() {
     {
         echo "bsdiff: $(dpkg-query -W -f '${Version}' bsdiff 2>/dev/null)"
@@ -213,7 +255,7 @@ tool_versions() {
         echo "zstd: $(zstd --version)"
         echo "qbsdiff: $QBSDIFF_VERSION (crates.io)"
         echo "hdiffpatch: $(python3 -m pip show hdiffpatch 2>/dev/null | awk '/^Version/ { print $2 }') (PyPI wrapper)"
-        echo "halyard: ${HALYARD:+$(cd "$REPO" && git rev-parse --short HEAD)}${HALYARD_WHY:+unavailable ($HALYARD_WHY)}"
+        echo "halyard: ${HALYARD:+$(halyard_revision)}${HALYARD_WHY:+unavailable ($HALYARD_WHY)}"
         echo "cpu: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo) x $(nproc)"
         echo "mem: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
     }
@@ -247,4 +289,4 @@ main() {
     ln -sfn "$run.tsv" "$WORK/results/latest.tsv"
 }
 
-main
+main; exit $?  # on one line so that editing this file during a run cannot feed bash new lines
