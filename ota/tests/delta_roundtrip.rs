@@ -206,3 +206,19 @@ fn multi_segment_and_multi_window_patches_round_trip() {
     };
     round_trip_with(&old, &new, &opts);
 }
+
+#[test]
+fn large_streams_compressed_as_several_frames_round_trip() {
+    // Over 8 MiB of diff bytes: the encoder compresses the diff stream in two parts (two zstd
+    // frames on two threads) that the decoder must read as one stream.
+    let old = noise(9 << 20, 11);
+    let mut new = old.clone();
+    for i in (0..new.len()).step_by(16) {
+        new[i] = new[i].wrapping_add(3);
+    }
+    let opts = DiffOptions {
+        level: 1,
+        ..DiffOptions::default()
+    };
+    round_trip_with(&old, &new, &opts);
+}

@@ -43,7 +43,13 @@ pub fn diff<W: Write>(old: &[u8], new: &[u8], opts: &DiffOptions, out: W) -> Res
         segment_cap: opts.segment_cap,
     };
     let mut stats = DiffStats::default();
+    let started = std::time::Instant::now();
     let plan = build_plan(old, new, opts, &mut stats);
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        ops = plan.ops.len(),
+        "plan built"
+    );
     debug_assert_eq!(plan.target_len(), new.len());
     for op in &plan.ops {
         match *op {
@@ -205,7 +211,13 @@ fn match_gaps(
     for (w, group) in split_even(gaps, windows).into_iter().enumerate() {
         let wrange = w * wlen..rem.total.min((w + 1) * wlen);
         let text = rem.text(old, wrange.clone());
+        let started = std::time::Instant::now();
         let index = SuffixIndex::build(&text);
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            bytes = text.len(),
+            "suffix array built"
+        );
         stats.indexed_bytes += text.len() as u64;
         stats.index_heap_bytes = stats.index_heap_bytes.max(index.heap_bytes() as u64);
         let work = split_even(&group, opts.threads);
@@ -216,7 +228,12 @@ fn match_gaps(
                     let index = &index;
                     s.spawn(move || {
                         part.iter()
-                            .map(|g| (g.start, match_one(index, new, g, rem, wrange.start)))
+                            .map(|g| {
+                                (
+                                    g.start,
+                                    match_one(index, new, g, rem, wrange.start, opts.min_gain),
+                                )
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
@@ -229,9 +246,16 @@ fn match_gaps(
     result
 }
 
-fn match_one(index: &SuffixIndex<'_>, new: &[u8], gap: &Range<usize>, rem: &RemMap, base: usize) -> Vec<Op> {
+fn match_one(
+    index: &SuffixIndex<'_>,
+    new: &[u8],
+    gap: &Range<usize>,
+    rem: &RemMap,
+    base: usize,
+    min_gain: usize,
+) -> Vec<Op> {
     let mut ops = Vec::new();
-    for step in index.match_target(&new[gap.clone()]) {
+    for step in index.match_target(&new[gap.clone()], min_gain) {
         rem.push_add(base + step.add_old, step.add_len, &mut ops);
         if step.insert_len > 0 {
             ops.push(Op::Insert { len: step.insert_len });

@@ -29,34 +29,71 @@ enum Stream {
     Extra,
 }
 
-/// Splits adds and inserts longer than `cap` so every op fits in one segment.
-fn split_long(ops: &[Op], cap: usize) -> Vec<Op> {
+/// Turns runs of at least `min_run` equal bytes inside adds into copies (they would only put
+/// zeros into the diff stream), and splits adds and inserts longer than `cap` so every op fits
+/// in one segment.
+fn split_ops(ops: &[Op], (old, new): (&[u8], &[u8]), cap: usize, min_run: usize) -> Vec<Op> {
     let mut out = Vec::with_capacity(ops.len());
+    let mut npos = 0;
     for &op in ops {
         match op {
-            Op::Add { old, len } => {
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(cap);
-                    out.push(Op::Add {
-                        old: old + done,
-                        len: n,
-                    });
-                    done += n;
+            Op::Add { old: o, len } => {
+                for (start, n, equal) in split_equal_runs(&old[o..o + len], &new[npos..npos + len], min_run) {
+                    if equal {
+                        out.push(Op::Copy {
+                            old: o + start,
+                            len: n,
+                        });
+                        continue;
+                    }
+                    for done in (0..n).step_by(cap) {
+                        out.push(Op::Add {
+                            old: o + start + done,
+                            len: (n - done).min(cap),
+                        });
+                    }
                 }
             }
             Op::Insert { len } => {
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(cap);
-                    out.push(Op::Insert { len: n });
-                    done += n;
+                for done in (0..len).step_by(cap) {
+                    out.push(Op::Insert {
+                        len: (len - done).min(cap),
+                    });
                 }
             }
             Op::Copy { .. } => out.push(op),
         }
+        npos += op.len();
     }
     out
+}
+
+/// Splits `0..a.len()` into `(start, len, equal)` pieces where equal pieces are runs of at
+/// least `min_run` bytes with `a == b`.
+fn split_equal_runs(a: &[u8], b: &[u8], min_run: usize) -> Vec<(usize, usize, bool)> {
+    let mut pieces = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < a.len() {
+        if a[i] != b[i] {
+            i += 1;
+            continue;
+        }
+        let run_start = i;
+        while i < a.len() && a[i] == b[i] {
+            i += 1;
+        }
+        if i - run_start >= min_run {
+            if run_start > start {
+                pieces.push((start, run_start - start, false));
+            }
+            pieces.push((run_start, i - run_start, true));
+            start = i;
+        }
+    }
+    if start < a.len() {
+        pieces.push((start, a.len() - start, false));
+    }
+    pieces
 }
 
 /// Groups ops into segments whose control, diff and extra bytes each stay within `cap`.
@@ -122,18 +159,20 @@ fn fill(
     }
 }
 
-fn compress_stream(
+/// Compresses one stream's chunks for `segs` as one zstd frame; `start` is the target position
+/// and source cursor before the first of them.
+fn compress_part(
     kind: Stream,
     ops: &[Op],
     segs: &[Range<usize>],
     (old, new): (&[u8], &[u8]),
-    level: i32,
-    window_log: u8,
+    (level, window_log): (i32, u8),
+    start: (usize, usize),
 ) -> std::io::Result<Vec<Chunk>> {
     let mut raw = zstd::stream::raw::Encoder::new(level)?;
     raw.set_parameter(zstd::stream::raw::CParameter::WindowLog(u32::from(window_log)))?;
     let mut enc = zstd::stream::write::Encoder::with_encoder(Vec::new(), raw);
-    let (mut npos, mut cursor) = (0usize, 0usize);
+    let (mut npos, mut cursor) = start;
     let mut buf = Vec::new();
     let mut chunks = Vec::with_capacity(segs.len());
     for seg in segs {
@@ -156,7 +195,101 @@ fn compress_stream(
             data: std::mem::take(enc.get_mut()),
         });
     }
+    // End the frame so that the next part's frame can follow it in the same stream.
+    if chunks.iter().any(|c| c.raw > 0) {
+        let tail = enc.finish()?;
+        if let Some(last) = chunks.last_mut() {
+            last.data.extend_from_slice(&tail);
+        }
+    }
     Ok(chunks)
+}
+
+/// Target position and source cursor at the start of each segment.
+fn segment_starts(ops: &[Op], segs: &[Range<usize>]) -> Vec<(usize, usize)> {
+    let (mut npos, mut cursor) = (0, 0);
+    let mut starts = Vec::with_capacity(segs.len());
+    for seg in segs {
+        starts.push((npos, cursor));
+        for op in &ops[seg.clone()] {
+            if let Op::Copy { old, len } | Op::Add { old, len } = *op {
+                cursor = old + len;
+            }
+            npos += op.len();
+        }
+    }
+    starts
+}
+
+/// Splits a stream's segments into up to `threads` parts of at least `MIN_PART` raw bytes,
+/// each compressed as its own zstd frame on its own thread (the decoder reads concatenated
+/// frames as one stream).
+fn parts(kind: Stream, ops: &[Op], segs: &[Range<usize>], threads: usize) -> Vec<Range<usize>> {
+    const MIN_PART: usize = 4 << 20;
+    let raw = |seg: &Range<usize>| -> usize {
+        ops[seg.clone()]
+            .iter()
+            .map(|op| match (kind, *op) {
+                (Stream::Diff, Op::Add { len, .. }) | (Stream::Extra, Op::Insert { len }) => len,
+                _ => 0,
+            })
+            .sum()
+    };
+    let total: usize = segs.iter().map(raw).sum();
+    let n = if kind == Stream::Control {
+        1
+    } else {
+        (total / MIN_PART).clamp(1, threads)
+    };
+    let per = total.div_ceil(n).max(1);
+    let mut out = Vec::new();
+    let (mut start, mut acc) = (0, 0);
+    for (i, seg) in segs.iter().enumerate() {
+        acc += raw(seg);
+        if acc >= per && out.len() + 1 < n {
+            out.push(start..i + 1);
+            (start, acc) = (i + 1, 0);
+        }
+    }
+    out.push(start..segs.len());
+    out
+}
+
+fn compress_streams(
+    header: &PatchHeader,
+    ops: &[Op],
+    segs: &[Range<usize>],
+    inputs: (&[u8], &[u8]),
+    opts: &DiffOptions,
+) -> Vec<std::io::Result<Vec<Chunk>>> {
+    let starts = segment_starts(ops, segs);
+    let kinds = [Stream::Control, Stream::Diff, Stream::Extra];
+    std::thread::scope(|s| {
+        let handles: Vec<Vec<_>> = kinds
+            .iter()
+            .zip(header.window_logs)
+            .map(|(&k, w)| {
+                parts(k, ops, segs, opts.threads)
+                    .into_iter()
+                    .map(|r| {
+                        let (segs, start) =
+                            (&segs[r.clone()], starts.get(r.start).copied().unwrap_or((0, 0)));
+                        s.spawn(move || compress_part(k, ops, segs, inputs, (opts.level, w), start))
+                    })
+                    .collect()
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|hs| {
+                let mut all = Vec::new();
+                for h in hs {
+                    all.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?);
+                }
+                Ok(all)
+            })
+            .collect()
+    })
 }
 
 /// Compresses the plan and writes the whole patch to `out`.
@@ -169,23 +302,15 @@ pub(crate) fn write_patch<W: Write>(
     stats: &mut DiffStats,
 ) -> Result<(), DeltaError> {
     let cap = header.segment_cap as usize;
-    let ops = split_long(ops, cap);
+    let ops = split_ops(ops, (old, new), cap, opts.copy_run);
     let segs = segments(&ops, cap);
-    let kinds = [Stream::Control, Stream::Diff, Stream::Extra];
-    let results: Vec<std::io::Result<Vec<Chunk>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = kinds
-            .iter()
-            .zip(header.window_logs)
-            .map(|(&k, w)| {
-                let (ops, segs) = (&ops, &segs);
-                s.spawn(move || compress_stream(k, ops, segs, (old, new), opts.level, w))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+    let started = std::time::Instant::now();
+    let results = compress_streams(header, &ops, &segs, (old, new), opts);
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        segments = segs.len(),
+        "streams compressed"
+    );
     let mut streams = Vec::with_capacity(3);
     for r in results {
         streams.push(r.map_err(DeltaError::io("compressing a patch stream"))?);

@@ -69,6 +69,12 @@ pub struct DiffOptions {
     pub block_pass: BlockPass,
     /// Largest number of source bytes under one suffix array (memory: 5 bytes per byte).
     pub sa_window: usize,
+    /// A suffix-array match must beat the current alignment by more than this many bytes to
+    /// start a new one (bsdiff uses 8); larger values give fewer, longer operations.
+    pub min_gain: usize,
+    /// Runs of at least this many identical bytes inside an approximate match become copies
+    /// instead of zeros in the diff stream (faster to compress and apply).
+    pub copy_run: usize,
     /// Threads for matching (compression always uses one thread per stream).
     pub threads: usize,
 }
@@ -82,6 +88,8 @@ impl Default for DiffOptions {
             block_size: 4096,
             block_pass: BlockPass::Auto,
             sa_window: 80 << 20,
+            min_gain: 8,
+            copy_run: 256,
             threads: 2,
         }
     }

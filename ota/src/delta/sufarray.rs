@@ -8,14 +8,23 @@
 
 /// Longest match the search compares; longer matches are found again at the next step.
 const MAX_SEARCH: usize = 1 << 16;
-/// A match must beat the current alignment by more than this many bytes to start a new one.
-const MISMATCH_SLACK: isize = 8;
+/// Window over which the current alignment is checked before searching for a new one.
+const AGREE_WINDOW: usize = 32;
+/// Agreeing bytes in that window above which the scan stays on the current alignment.
+const AGREE_MIN: usize = 30;
+/// Equally long matches examined on each side of the one the binary search lands on.
+const TIE_SCAN: usize = 16;
+/// Ties are only examined for matches up to this long (longer ones are rarely ambiguous).
+const TIE_MAX_LEN: usize = 1024;
 
 /// A suffix array over a source text.
 #[derive(Debug)]
 pub(crate) struct SuffixIndex<'a> {
     text: &'a [u8],
     sa: Vec<i32>,
+    /// `buckets[k]` is the first suffix-array slot whose suffix starts with the two bytes `k`
+    /// (a last one-byte suffix `x` counts as `x 0`); it narrows every search to one bucket.
+    buckets: Vec<u32>,
 }
 
 /// One bsdiff step: add `add_len` bytes from source position `add_old`, then insert `insert_len`
@@ -34,12 +43,23 @@ impl<'a> SuffixIndex<'a> {
         if !text.is_empty() {
             divsufsort::sort_in_place(text, &mut sa);
         }
-        Self { text, sa }
+        let mut buckets = vec![0u32; (1 << 16) + 1];
+        for i in 0..text.len() {
+            buckets[Self::key(text, i) + 1] += 1;
+        }
+        for k in 1..buckets.len() {
+            buckets[k] += buckets[k - 1];
+        }
+        Self { text, sa, buckets }
+    }
+
+    fn key(text: &[u8], i: usize) -> usize {
+        (usize::from(text[i]) << 8) | usize::from(text.get(i + 1).copied().unwrap_or(0))
     }
 
     /// Bytes of memory held by the index.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.sa.len() * 4
+        self.sa.len() * 4 + self.buckets.len() * 4
     }
 
     fn suffix(&self, i: usize) -> &[u8] {
@@ -47,11 +67,20 @@ impl<'a> SuffixIndex<'a> {
     }
 
     /// Longest prefix of `needle` found in the text: `(position, length)`.
-    fn search(&self, needle: &[u8]) -> (usize, usize) {
+    /// Among equally long matches (up to `TIE_SCAN` on each side), the one nearest to `hint`
+    /// wins: staying close to the current alignment keeps seeks small and extensions long.
+    fn search(&self, needle: &[u8], hint: usize) -> (usize, usize) {
         if self.sa.is_empty() || needle.is_empty() {
             return (0, 0);
         }
         let (mut st, mut en) = (0usize, self.sa.len() - 1);
+        if needle.len() >= 2 {
+            let k = Self::key(needle, 0);
+            let (lo, hi) = (self.buckets[k] as usize, self.buckets[k + 1] as usize);
+            if hi > lo {
+                (st, en) = (lo, hi - 1);
+            }
+        }
         while en - st >= 2 {
             let x = st + (en - st) / 2;
             let s = self.suffix(x);
@@ -64,19 +93,33 @@ impl<'a> SuffixIndex<'a> {
         }
         let lx = common_prefix(self.suffix(st), needle);
         let ly = common_prefix(self.suffix(en), needle);
-        if lx >= ly {
-            (self.sa[st] as usize, lx)
-        } else {
-            (self.sa[en] as usize, ly)
+        let (best, len) = if lx >= ly { (st, lx) } else { (en, ly) };
+        if len == 0 || len > TIE_MAX_LEN {
+            return (self.sa[best] as usize, len);
         }
+        let ties = (best.saturating_sub(TIE_SCAN)..best)
+            .rev()
+            .take_while(|&i| common_prefix(self.suffix(i), &needle[..len]) == len)
+            .chain(
+                (best + 1..self.sa.len().min(best + 1 + TIE_SCAN))
+                    .take_while(|&i| common_prefix(self.suffix(i), &needle[..len]) == len),
+            );
+        let pos = ties
+            .map(|i| self.sa[i] as usize)
+            .fold(self.sa[best] as usize, |a, b| {
+                if b.abs_diff(hint) < a.abs_diff(hint) { b } else { a }
+            });
+        (pos, len)
     }
 
     /// Runs the bsdiff scan of `new` against the text, returning steps that rebuild all of `new`.
-    pub(crate) fn match_target(&self, new: &[u8]) -> Vec<Step> {
+    /// A match must beat the current alignment by more than `min_gain` bytes to start a new one.
+    pub(crate) fn match_target(&self, new: &[u8], min_gain: usize) -> Vec<Step> {
         Scanner {
             old: self.text,
             new,
             idx: self,
+            min_gain: min_gain as isize,
             steps: Vec::new(),
         }
         .run()
@@ -99,6 +142,7 @@ struct Scanner<'s, 'a> {
     old: &'s [u8],
     new: &'s [u8],
     idx: &'s SuffixIndex<'a>,
+    min_gain: isize,
     steps: Vec<Step>,
 }
 
@@ -106,6 +150,20 @@ impl Scanner<'_, '_> {
     fn agrees(&self, new_pos: usize, offset: isize) -> bool {
         let o = new_pos as isize + offset;
         o >= 0 && (o as usize) < self.old.len() && self.old[o as usize] == self.new[new_pos]
+    }
+
+    /// Whether the alignment `offset` agrees on at least `AGREE_MIN` of the next
+    /// `AGREE_WINDOW` bytes from `scan`.
+    fn mostly_agrees(&self, scan: usize, offset: isize) -> bool {
+        let o = scan as isize + offset;
+        if o < 0 || o as usize + AGREE_WINDOW > self.old.len() || scan + AGREE_WINDOW > self.new.len() {
+            return false;
+        }
+        let (a, b) = (
+            &self.old[o as usize..o as usize + AGREE_WINDOW],
+            &self.new[scan..scan + AGREE_WINDOW],
+        );
+        a.iter().zip(b).filter(|(x, y)| x == y).count() >= AGREE_MIN
     }
 
     fn run(mut self) -> Vec<Step> {
@@ -117,13 +175,26 @@ impl Scanner<'_, '_> {
             scan += len;
             let mut scsc = scan;
             while scan < new.len() {
+                if self.mostly_agrees(scan, lastoffset) {
+                    // Fast path: the current alignment still holds; no search needed here.
+                    let to = new.len().min(scan + AGREE_WINDOW);
+                    while scan < to {
+                        oldscore -= isize::from(scan < scsc && self.agrees(scan, lastoffset));
+                        scan += 1;
+                    }
+                    scsc = scsc.max(scan);
+                    len = 0;
+                    continue;
+                }
                 let end = new.len().min(scan + MAX_SEARCH);
-                (pos, len) = self.idx.search(&new[scan..end]);
+                (pos, len) = self
+                    .idx
+                    .search(&new[scan..end], (scan as isize + lastoffset).max(0) as usize);
                 while scsc < scan + len {
                     oldscore += isize::from(self.agrees(scsc, lastoffset));
                     scsc += 1;
                 }
-                if (len as isize == oldscore && len != 0) || len as isize > oldscore + MISMATCH_SLACK {
+                if (len as isize == oldscore && len != 0) || len as isize > oldscore + self.min_gain {
                     break;
                 }
                 oldscore -= isize::from(self.agrees(scan, lastoffset));
@@ -235,7 +306,7 @@ mod tests {
         new.splice(300..300, b"INSERTED TEXT".iter().copied());
         new.drain(600..650);
         let idx = SuffixIndex::build(&old);
-        let steps = idx.match_target(&new);
+        let steps = idx.match_target(&new, 8);
         assert_eq!(rebuild(&old, &new, &steps), new);
         let inserted: usize = steps.iter().map(|s| s.insert_len).sum();
         assert!(inserted < 40, "mostly matched, inserted {inserted}");
