@@ -72,7 +72,10 @@ pub fn bundle_reader(data: &[u8]) {
     let limits = Limits::DEFAULT;
     let _ = Manifest::from_canonical_bytes(data);
     let _ = RootFile::parse(data, &limits);
-    let Ok(root) = TrustedRoot::from_bytes(&fixture_root_file(1).to_json(), NOW, &limits) else {
+    static ROOT: OnceLock<Option<TrustedRoot>> = OnceLock::new();
+    let root =
+        ROOT.get_or_init(|| TrustedRoot::from_bytes(&fixture_root_file(1).to_json(), NOW, &limits).ok());
+    let Some(root) = root else {
         return;
     };
     let policy = VerifyPolicy {
@@ -81,7 +84,7 @@ pub fn bundle_reader(data: &[u8]) {
         now: NOW,
         active_source_sha256: None,
     };
-    let Ok(mut verified) = bundle::open(data, &root, &policy, &limits) else {
+    let Ok(mut verified) = bundle::open(data, root, &policy, &limits) else {
         return;
     };
     let mut buf = [0u8; 4096];

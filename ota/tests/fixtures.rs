@@ -30,6 +30,10 @@ fn committed_fixtures_are_current() {
     }
     for case in fixtures::cases() {
         for (name, bytes) in fixtures::case_files(&case) {
+            if name == "bundle.hlyb" && case.embeds_delta_patch() {
+                // Checked by behaviour instead (each_case_fails_with_its_specific_variant).
+                continue;
+            }
             let path = data_dir().join(case.name).join(&name);
             let committed = fs::read(&path).unwrap_or_default();
             assert!(

@@ -35,6 +35,14 @@ pub struct Case {
     pub source: Option<Vec<u8>>,
 }
 
+impl Case {
+    /// True when `bundle.hlyb` embeds a delta patch: its bytes follow the delta encoder's tuning, so the
+    /// freshness check accepts any committed patch that still verifies and installs.
+    pub fn embeds_delta_patch(&self) -> bool {
+        self.source.is_some()
+    }
+}
+
 fn release(i: usize) -> PrivateKey {
     PrivateKey::from_seed(&RELEASE_SEEDS[i])
 }
