@@ -320,6 +320,49 @@ fn root_rotation_needs_both_signatures() {
     assert_eq!(report["version"], 2);
     // v2 alone is self-consistent too.
     ok(d, &["root", "verify", "v2.json"]);
+
+    // Release-key rotation: v3 replaces the release key; old-key bundles stop verifying through the chain.
+    ok(d, &["keygen", "rel2.pem"]);
+    ok(
+        d,
+        &[
+            "root",
+            "rotate",
+            "--from",
+            "v2.json",
+            "--add-release-key",
+            "rel2.pub",
+            "--remove-release-key",
+            "rel.pub",
+        ]
+        .iter()
+        .chain(&[
+            "--expires",
+            "2041-01-01T00:00:00Z",
+            "--sign",
+            "root2.pem",
+            "-o",
+            "v3.json",
+        ])
+        .copied()
+        .collect::<Vec<_>>(),
+    );
+    for (key, out) in [("rel.pem", "old.hlyb"), ("rel2.pem", "new.hlyb")] {
+        let mut create = CREATE.to_vec();
+        create.extend(["--image", "new.img", "--key", key, "-o", out]);
+        ok(d, &create);
+    }
+    let chain = ["--root", "v1.json", "--root", "v2.json", "--root", "v3.json"];
+    let verify = |bundle: &str| {
+        let mut args = vec!["--json", "bundle", "verify", bundle];
+        args.extend(chain);
+        run(d, &args)
+    };
+    assert!(verify("new.hlyb").status.success());
+    let old = verify("old.hlyb");
+    assert_eq!(old.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&old.stdout).unwrap();
+    assert_eq!(report["error"], "unknown_key");
 }
 
 #[test]

@@ -10,11 +10,11 @@ use time::OffsetDateTime;
 use crate::bundle::{self, InstallStats, VerifyPolicy};
 use crate::cli::CliError;
 use crate::cli::bundle_create::describe;
-use crate::cli::util::{AtomicFile, emit, now, open, parse_time, progress, read};
+use crate::cli::root::load_chain;
+use crate::cli::util::{AtomicFile, emit, now, open, parse_time, progress};
 use crate::hash::Sha256Digest;
 use crate::limits::Limits;
 use crate::manifest::PayloadKind;
-use crate::root::TrustedRoot;
 use crate::stream::hash_reader;
 
 /// Arguments of `bundle verify`.
@@ -22,9 +22,10 @@ use crate::stream::hash_reader;
 pub struct VerifyArgs {
     /// The bundle.
     pub bundle: PathBuf,
-    /// Trust root (root.json) the release signatures must satisfy.
-    #[arg(long)]
-    pub root: PathBuf,
+    /// Trust root (root.json) the release signatures must satisfy. Repeat for a rotation chain, oldest
+    /// first: the first is trusted on its own, each next one must be a valid rotation of the previous.
+    #[arg(long = "root", required = true)]
+    pub roots: Vec<PathBuf>,
     /// Required product.
     #[arg(long)]
     pub product: Option<String>,
@@ -49,7 +50,7 @@ pub struct VerifyArgs {
 pub fn verify(args: &VerifyArgs, json: bool) -> Result<(), CliError> {
     let now = args.now.unwrap_or_else(now);
     let limits = Limits::DEFAULT;
-    let root = TrustedRoot::from_bytes(&read(&args.root)?, now, &limits)?;
+    let root = load_chain(&args.roots, now)?;
     let (source, active) = match &args.source_image {
         Some(path) => {
             let file = open(path)?;
@@ -77,20 +78,7 @@ pub fn verify(args: &VerifyArgs, json: bool) -> Result<(), CliError> {
         (Some(_), None) => manifest.payloads.first().map(|p| p.name.to_string()),
     };
     let mut out = args.output.as_deref().map(AtomicFile::create).transpose()?;
-    let mut installed = Vec::new();
-    while let Some(payload) = verified.next_payload()? {
-        let meta = payload.payload().clone();
-        let selected = wanted.as_deref() == Some(meta.name.as_str());
-        match (&mut out, selected, meta.kind, &source) {
-            (Some(out), true, _, _) => {
-                installed.push(install(payload, source.as_ref(), BufWriter::new(out.file()?))?);
-            }
-            (_, _, PayloadKind::Delta, Some(src)) => {
-                installed.push(bundle::install_payload(payload, Some(src), std::io::sink())?);
-            }
-            _ => payload.finish()?,
-        }
-    }
+    let installed = install_all(&mut verified, wanted.as_deref(), out.as_mut(), source.as_ref())?;
     verified.finish()?;
     bar.finish_and_clear();
     if let Some(name) = &wanted
@@ -103,6 +91,29 @@ pub fn verify(args: &VerifyArgs, json: bool) -> Result<(), CliError> {
     }
     report(json, &manifest, manifest_sha256, &signers, &installed, args);
     Ok(())
+}
+
+/// Verifies every payload; writes the `wanted` one to `out`, applies deltas to a sink when a source
+/// image is at hand (checking their targets), and only hashes the rest.
+fn install_all<R: std::io::Read>(
+    verified: &mut bundle::VerifiedBundle<R>,
+    wanted: Option<&str>,
+    mut out: Option<&mut AtomicFile>,
+    source: Option<&File>,
+) -> Result<Vec<InstallStats>, CliError> {
+    let mut installed = Vec::new();
+    while let Some(payload) = verified.next_payload()? {
+        let meta = payload.payload().clone();
+        let selected = wanted == Some(meta.name.as_str());
+        match (out.as_deref_mut(), selected, meta.kind, source) {
+            (Some(out), true, _, _) => installed.push(install(payload, source, BufWriter::new(out.file()?))?),
+            (_, _, PayloadKind::Delta, Some(src)) => {
+                installed.push(bundle::install_payload(payload, Some(src), std::io::sink())?);
+            }
+            _ => payload.finish()?,
+        }
+    }
+    Ok(installed)
 }
 
 fn install<R: std::io::Read>(

@@ -53,38 +53,7 @@ pub enum RootCommand {
     },
     /// Make the next root version from a previous one, changing keys and thresholds.
     /// Sign it with a threshold of the old AND the new root keys.
-    Rotate {
-        /// The current root.json.
-        #[arg(long)]
-        from: PathBuf,
-        /// Root keys to add.
-        #[arg(long)]
-        add_root_key: Vec<PathBuf>,
-        /// Root keys to remove (PEM file or key id).
-        #[arg(long)]
-        remove_root_key: Vec<String>,
-        /// Release keys to add.
-        #[arg(long)]
-        add_release_key: Vec<PathBuf>,
-        /// Release keys to remove (PEM file or key id).
-        #[arg(long)]
-        remove_release_key: Vec<String>,
-        /// New root threshold.
-        #[arg(long)]
-        root_threshold: Option<u32>,
-        /// New release threshold.
-        #[arg(long)]
-        release_threshold: Option<u32>,
-        /// Expiry of the new version (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        expires: OffsetDateTime,
-        /// Private keys to sign with right away.
-        #[arg(long = "sign")]
-        sign: Vec<PathBuf>,
-        /// Output root.json.
-        #[arg(short, long)]
-        output: PathBuf,
-    },
+    Rotate(RotateArgs),
     /// Verify a root on its own, or a chain: the first trusted on its own, each next one as a rotation.
     Verify {
         /// root.json files, oldest first.
@@ -94,6 +63,41 @@ pub enum RootCommand {
         #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
     },
+}
+
+/// Arguments of `root rotate`.
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The current root.json.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Root keys to add.
+    #[arg(long)]
+    pub add_root_key: Vec<PathBuf>,
+    /// Root keys to remove (PEM file or key id).
+    #[arg(long)]
+    pub remove_root_key: Vec<String>,
+    /// Release keys to add.
+    #[arg(long)]
+    pub add_release_key: Vec<PathBuf>,
+    /// Release keys to remove (PEM file or key id).
+    #[arg(long)]
+    pub remove_release_key: Vec<String>,
+    /// New root threshold.
+    #[arg(long)]
+    pub root_threshold: Option<u32>,
+    /// New release threshold.
+    #[arg(long)]
+    pub release_threshold: Option<u32>,
+    /// Expiry of the new version (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub expires: OffsetDateTime,
+    /// Private keys to sign with right away.
+    #[arg(long = "sign")]
+    pub sign: Vec<PathBuf>,
+    /// Output root.json.
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 /// Runs a `root` subcommand.
@@ -117,54 +121,45 @@ pub fn run(cmd: RootCommand, json: bool) -> Result<(), CliError> {
             let file = RootFile::parse(&read(&root)?, &Limits::DEFAULT)?;
             finish(file, &keys, output.as_deref().unwrap_or(&root), json)
         }
-        RootCommand::Rotate {
-            from,
-            add_root_key,
-            remove_root_key,
-            add_release_key,
-            remove_release_key,
-            root_threshold,
-            release_threshold,
-            expires,
-            sign,
-            output,
-        } => {
-            let old = RootFile::parse(&read(&from)?, &Limits::DEFAULT)?;
-            let mut next = old.signed.next_version(expires);
-            let roles = [
-                (
-                    &mut next.roles.root,
-                    add_root_key,
-                    remove_root_key,
-                    root_threshold,
-                ),
-                (
-                    &mut next.roles.release,
-                    add_release_key,
-                    remove_release_key,
-                    release_threshold,
-                ),
-            ];
-            let mut added = Vec::new();
-            for (role, add, remove, threshold) in roles {
-                added.extend(edit_role(role, &add, &remove, threshold)?);
-            }
-            for key in added {
-                next.keys.insert(key.id(), KeyEntry::new(&key));
-            }
-            let used: BTreeSet<KeyId> = next
-                .roles
-                .root
-                .keyids
-                .union(&next.roles.release.keyids)
-                .copied()
-                .collect();
-            next.keys.retain(|id, _| used.contains(id));
-            next.validate()?;
-            finish(RootFile::unsigned(next), &sign, &output, json)
-        }
+        RootCommand::Rotate(args) => rotate(args, json),
         RootCommand::Verify { roots, now: at } => verify_chain(&roots, at.unwrap_or_else(now), json),
     }
+}
+
+fn rotate(args: RotateArgs, json: bool) -> Result<(), CliError> {
+    let old = RootFile::parse(&read(&args.from)?, &Limits::DEFAULT)?;
+    let mut next = old.signed.next_version(args.expires);
+    let roles = [
+        (
+            &mut next.roles.root,
+            &args.add_root_key,
+            &args.remove_root_key,
+            args.root_threshold,
+        ),
+        (
+            &mut next.roles.release,
+            &args.add_release_key,
+            &args.remove_release_key,
+            args.release_threshold,
+        ),
+    ];
+    let mut added = Vec::new();
+    for (role, add, remove, threshold) in roles {
+        added.extend(edit_role(role, add, remove, threshold)?);
+    }
+    for key in added {
+        next.keys.insert(key.id(), KeyEntry::new(&key));
+    }
+    let used: BTreeSet<KeyId> = next
+        .roles
+        .root
+        .keyids
+        .union(&next.roles.release.keyids)
+        .copied()
+        .collect();
+    next.keys.retain(|id, _| used.contains(id));
+    next.validate()?;
+    finish(RootFile::unsigned(next), &args.sign, &args.output, json)
 }
 
 fn read_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, CliError> {
@@ -222,7 +217,8 @@ fn finish(mut file: RootFile, signers: &[PathBuf], output: &Path, json: bool) ->
     Ok(())
 }
 
-fn verify_chain(paths: &[PathBuf], now: OffsetDateTime, json: bool) -> Result<(), CliError> {
+/// Trusts the first root on its own and applies each next one as a rotation.
+pub fn load_chain(paths: &[PathBuf], now: OffsetDateTime) -> Result<TrustedRoot, CliError> {
     let limits = Limits::DEFAULT;
     let mut trusted: Option<TrustedRoot> = None;
     for path in paths {
@@ -232,9 +228,11 @@ fn verify_chain(paths: &[PathBuf], now: OffsetDateTime, json: bool) -> Result<()
             Some(current) => current.rotate(&bytes, now, &limits)?,
         });
     }
-    let Some(root) = trusted else {
-        return Err(CliError::Usage("no root given".to_owned()));
-    };
+    trusted.ok_or_else(|| CliError::Usage("no root given".to_owned()))
+}
+
+fn verify_chain(paths: &[PathBuf], now: OffsetDateTime, json: bool) -> Result<(), CliError> {
+    let root = load_chain(paths, now)?;
     let s = root.signed();
     let role = |r: &Role| json!({"keyids": r.keyids, "threshold": r.threshold});
     emit(
