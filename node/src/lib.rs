@@ -1,7 +1,13 @@
-//! Halyard device agent (`halyard-agent`).
+//! Halyard device agent (`halyard-agent`), as a library the binary and the simulator share.
 //!
-//! Planned module map (issue 4): `config` (layered TOML), `fsm` (pure state machine
-//! `Idle → Downloading → Installing → Staged → Rebooting → Trial → Committed`), `driver` (performs the
-//! state machine's actions), `journal` (atomic state persistence), `install` (verify and stream a bundle into
-//! the inactive slot), `health` (health checks during the trial window), `transport::{mqtt, http}`,
-//! `identity` (device key and enrollment).
+//! Module map (issue 4; transports come later):
+//! - [`fsm`]: the pure state machine `Idle → Downloading → Installing → Staged → Rebooting → Trial →
+//!   Committed` (plus `RolledBack`, `Failed`); its table is `docs/agent-fsm.md`.
+//! - [`journal`]: atomic persistence of the state (temp, fsync, rename, fsync dir).
+//! - [`identity`]: the device's Ed25519 key, its `DeviceId` and the persisted sequence counter.
+//! - [`fetch`]: the [`fetch::Fetcher`] trait (byte ranges of an artifact) and its file-backed backend.
+//! - [`install`]: verify a downloaded bundle and stream its image into the inactive slot.
+//! - [`health`]: health checks (command, TCP, HTTP, systemd unit) with timeouts.
+//! - [`driver`]: performs the state machine's actions against injected hardware.
+
+pub mod fsm;
