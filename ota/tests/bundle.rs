@@ -217,3 +217,65 @@ proptest! {
         verified.finish().unwrap();
     }
 }
+
+#[test]
+fn root_key_signature_does_not_count_for_release() {
+    let image = b"img".to_vec();
+    let manifest = manifest_for(vec![full("rootfs", &image)]);
+    let bytes = build(&manifest, &[1], &[&image]);
+    let err = bundle::open(&bytes[..], &trusted(1), &policy(), &Limits::DEFAULT).unwrap_err();
+    assert!(matches!(err, BundleError::UnknownKey { key_id } if key_id == key(1).public().id()));
+}
+
+#[test]
+fn signature_limits_apply_before_reading() {
+    let image = b"img".to_vec();
+    let manifest = manifest_for(vec![full("rootfs", &image)]);
+    let bytes = build(&manifest, &[10, 11], &[&image]);
+    let few = Limits {
+        max_signatures: 1,
+        ..Limits::DEFAULT
+    };
+    let err = bundle::open(&bytes[..], &trusted(1), &policy(), &few).unwrap_err();
+    assert!(matches!(
+        err,
+        BundleError::TooManySignatures { count: 2, limit: 1 }
+    ));
+    let small = Limits {
+        max_signature_bytes: 63,
+        ..Limits::DEFAULT
+    };
+    let err = bundle::open(&bytes[..], &trusted(1), &policy(), &small).unwrap_err();
+    assert!(matches!(
+        err,
+        BundleError::SignatureTooLarge {
+            size: 64,
+            limit: 63,
+            ..
+        }
+    ));
+    let tiny = Limits {
+        max_payload_bytes: 2,
+        ..Limits::DEFAULT
+    };
+    let err = bundle::open(&bytes[..], &trusted(1), &policy(), &tiny).unwrap_err();
+    assert!(matches!(
+        err,
+        BundleError::PayloadTooLarge {
+            size: 3,
+            limit: 2,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn expired_trust_root_refuses_bundles() {
+    let image = b"img".to_vec();
+    let manifest = manifest_for(vec![full("rootfs", &image)]);
+    let bytes = build(&manifest, &[10], &[&image]);
+    let mut late = policy();
+    late.now = datetime!(2031-01-01 00:00 UTC);
+    let err = bundle::open(&bytes[..], &trusted(1), &late, &Limits::DEFAULT).unwrap_err();
+    assert!(matches!(err, BundleError::Root { .. }));
+}
