@@ -4,7 +4,7 @@
 //! `magic "HALYBNDL"` · `u16 format version` · `u32 manifest length` · manifest (canonical JSON) ·
 //! `u16 signature count` · per signature `[32] key id` `u16 length` `signature` · payloads in manifest order.
 //!
-//! - [`format`]: the header codec (unverified); [`writer`]: build, sign and re-sign bundles;
+//! - [`format`](mod@format): the header codec (unverified); [`writer`]: build, sign and re-sign bundles;
 //! - [`reader`]: open → signatures → manifest → policy → verified payload streams;
 //! - [`install`]: turn one verified payload (full or delta) into a target image with its digest checked.
 
