@@ -102,7 +102,12 @@ fn each_case_fails_with_its_specific_variant() {
             ("trailing-garbage", Err(BundleError::TrailingData { .. })) => true,
             _ => false,
         };
-        assert!(matched, "case {}: unexpected result {result:?}", case.name);
+        assert!(
+            matched,
+            "case {}: unexpected result {result:?} (if the delta patch format changed on purpose, regenerate: \
+             HALYARD_REGENERATE_FIXTURES=1 cargo test -p halyard-ota --test fixtures committed_fixtures_are_current)",
+            case.name
+        );
         let code = result.as_ref().err().map_or("ok", BundleError::code);
         assert_eq!(code, case.expect, "case {}", case.name);
         seen += 1;
