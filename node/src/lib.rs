@@ -10,4 +10,7 @@
 //! - [`health`]: health checks (command, TCP, HTTP, systemd unit) with timeouts.
 //! - [`driver`]: performs the state machine's actions against injected hardware.
 
+pub mod durable;
+pub mod faults;
 pub mod fsm;
+pub mod journal;
