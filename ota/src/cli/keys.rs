@@ -29,6 +29,9 @@ pub fn keygen(args: &KeygenArgs, json: bool) -> Result<(), CliError> {
             "public and private key paths must differ".to_owned(),
         ));
     }
+    if let Some(existing) = [&args.private, &public_path].into_iter().find(|p| p.exists()) {
+        return Err(CliError::Usage(format!("{} already exists", existing.display())));
+    }
     let key = PrivateKey::generate()?;
     keys::write_private_key(&args.private, &key)?;
     keys::write_public_key(&public_path, &key.public())?;

@@ -100,7 +100,7 @@ pub fn open(path: &Path) -> Result<File, CliError> {
     File::open(path).map_err(CliError::io(format!("opening {}", path.display())))
 }
 
-/// A byte progress bar on stderr, hidden when stderr is not a terminal.
+/// A byte progress bar on stderr (a spinner when `total` is 0), hidden when stderr is not a terminal.
 pub fn progress(total: u64, message: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
