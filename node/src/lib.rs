@@ -13,4 +13,5 @@
 pub mod durable;
 pub mod faults;
 pub mod fsm;
+pub mod identity;
 pub mod journal;
