@@ -279,3 +279,36 @@ fn expired_trust_root_refuses_bundles() {
     let err = bundle::open(&bytes[..], &trusted(1), &late, &Limits::DEFAULT).unwrap_err();
     assert!(matches!(err, BundleError::Root { .. }));
 }
+
+#[test]
+fn header_only_open_and_external_delta_checked_against_signed_target() {
+    let old: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let mut new = old.clone();
+    new[500..600].fill(1);
+    let manifest = manifest_for(vec![full("rootfs", &new)]);
+    let bytes = build(&manifest, &[10], &[&new]);
+    // The device fetches only the header (e.g. an HTTP Range request), not the full payload.
+    let header_len = bytes.len() - new.len();
+    let verified = bundle::open(&bytes[..header_len], &trusted(1), &policy(), &Limits::DEFAULT).unwrap();
+    let payload = verified.manifest().payloads[0].clone();
+
+    let mut patch = Vec::new();
+    delta::diff(&old, &new, &DiffOptions::default(), &mut patch).unwrap();
+    let mut out = Vec::new();
+    let stats = bundle::install_from_external_delta(&payload, &old[..], &patch[..], &mut out).unwrap();
+    assert_eq!(out, new);
+    assert_eq!(stats.target_sha256, Sha256Digest::of(&new));
+
+    // A patch that builds something else is refused even though it applies cleanly.
+    let mut other = new.clone();
+    other[0] ^= 1;
+    let mut evil = Vec::new();
+    delta::diff(&old, &other, &DiffOptions::default(), &mut evil).unwrap();
+    let err =
+        bundle::install_from_external_delta(&payload, &old[..], &evil[..], &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, BundleError::TargetMismatch { .. }));
+    // A patch for another source does not apply.
+    let err =
+        bundle::install_from_external_delta(&payload, &new[..], &patch[..], &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, BundleError::Delta { .. }));
+}

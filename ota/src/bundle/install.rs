@@ -13,7 +13,7 @@ use crate::bundle::reader::PayloadReader;
 use crate::bundle::writer::copy;
 use crate::delta::{self, SourceRead};
 use crate::hash::Sha256Digest;
-use crate::manifest::{Name, PayloadKind};
+use crate::manifest::{Name, Payload, PayloadKind};
 use crate::stream::HashingWriter;
 
 /// What an installed payload produced.
@@ -29,6 +29,54 @@ pub struct InstallStats {
     pub target_bytes: u64,
     /// Digest of the image written (equal to the manifest target).
     pub target_sha256: Sha256Digest,
+}
+
+/// Writes `payload`'s target image to `out` by applying a delta `patch` obtained OUTSIDE the bundle
+/// (e.g. computed by the server for this device's active image). The patch is untrusted: the produced
+/// image is accepted only when it matches `payload.target` from the verified manifest. `payload` is
+/// usually a full payload of a bundle opened for its header only.
+///
+/// Errors: [`BundleError::Delta`] when the patch does not apply to `source`,
+/// [`BundleError::TargetMismatch`] when it produces anything but the signed target.
+pub fn install_from_external_delta<S, R, W>(
+    payload: &Payload,
+    source: &S,
+    patch: R,
+    out: W,
+) -> Result<InstallStats, BundleError>
+where
+    S: SourceRead + ?Sized,
+    R: Read,
+    W: Write,
+{
+    let mut sink = HashingWriter::new(out, payload.target.size);
+    let stats = delta::apply(source, patch, &mut sink).map_err(|source| BundleError::Delta {
+        payload: payload.name.clone(),
+        source,
+    })?;
+    let (_, size, digest) = sink.finish()?;
+    check_target(payload, size, digest)?;
+    info!(payload = %payload.name, patch_bytes = stats.patch_bytes, bytes = size, "external delta installed");
+    Ok(InstallStats {
+        payload: payload.name.clone(),
+        kind: PayloadKind::Delta,
+        payload_bytes: stats.patch_bytes,
+        target_bytes: size,
+        target_sha256: digest,
+    })
+}
+
+fn check_target(payload: &Payload, size: u64, digest: Sha256Digest) -> Result<(), BundleError> {
+    if size != payload.target.size || digest != payload.target.sha256 {
+        return Err(BundleError::TargetMismatch {
+            payload: payload.name.clone(),
+            expected_size: payload.target.size,
+            expected: payload.target.sha256,
+            actual_size: size,
+            actual: digest,
+        });
+    }
+    Ok(())
 }
 
 /// Writes `payload`'s target image to `out`. Delta payloads read `source` (the active image).
@@ -67,15 +115,7 @@ where
     payload.finish()?;
     result?;
     let (_, size, digest) = sink.finish()?;
-    if size != meta.target.size || digest != meta.target.sha256 {
-        return Err(BundleError::TargetMismatch {
-            payload: meta.name,
-            expected_size: meta.target.size,
-            expected: meta.target.sha256,
-            actual_size: size,
-            actual: digest,
-        });
-    }
+    check_target(&meta, size, digest)?;
     info!(payload = %meta.name, kind = ?meta.kind, bytes = size, sha256 = %digest, "payload installed");
     Ok(InstallStats {
         payload: meta.name,

@@ -22,7 +22,7 @@ use crate::manifest::{ManifestError, Name};
 use crate::root::RootError;
 
 pub use format::{BundleHeader, FORMAT_VERSION, MAGIC};
-pub use install::{InstallStats, install_payload};
+pub use install::{InstallStats, install_from_external_delta, install_payload};
 pub use reader::{PayloadReader, VerifiedBundle, open};
 pub use writer::{PayloadSource, add_signatures, sign_manifest, write_bundle};
 
