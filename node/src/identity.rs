@@ -126,7 +126,7 @@ impl SeqCounter {
     }
 
     /// The next number; persists a new reservation when the current block is used up.
-    pub fn next(&mut self) -> Result<u64, IdentityError> {
+    pub fn next_seq(&mut self) -> Result<u64, IdentityError> {
         if self.next >= self.reserved {
             let reserved = self.next.saturating_add(SEQ_BLOCK);
             durable::write_atomic(

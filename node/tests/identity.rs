@@ -79,7 +79,7 @@ fn sequence_numbers_never_repeat_across_restarts_and_cuts() {
         };
         let mut counter = SeqCounter::open(dir.path(), crash).unwrap();
         for _ in 0..(SEQ_BLOCK + 7) {
-            match counter.next() {
+            match counter.next_seq() {
                 Ok(n) => {
                     assert!(n > last, "round {round}: {n} after {last}");
                     last = n;
