@@ -13,5 +13,6 @@
 pub mod durable;
 pub mod faults;
 pub mod fsm;
+pub mod health;
 pub mod identity;
 pub mod journal;

@@ -1,0 +1,213 @@
+//! Health checks run during a trial boot: a command's exit code, a TCP connect, an HTTP GET's status
+//! (plain HTTP/1.1 over a `TcpStream`), and a systemd unit's `is-active` (skipped, with the reason,
+//! when systemd is not the init system). Every check has a timeout and returns a [`CheckResult`]
+//! whose [`Verdict`] carries the reason.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where systemd says it is running (`sd_booted`).
+pub const SYSTEMD_MARKER: &str = "/run/systemd/system";
+
+/// One health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Run `program args…`; healthy when it exits 0 within the timeout.
+    Command {
+        /// Program path.
+        program: PathBuf,
+        /// Arguments.
+        args: Vec<String>,
+        /// Limit.
+        timeout: Duration,
+    },
+    /// Healthy when a TCP connection to `addr` opens within the timeout.
+    Tcp {
+        /// Address.
+        addr: SocketAddr,
+        /// Limit.
+        timeout: Duration,
+    },
+    /// `GET path` on `addr`; healthy when the status is `expect`.
+    Http {
+        /// Address.
+        addr: SocketAddr,
+        /// Host header.
+        host: String,
+        /// Request path.
+        path: String,
+        /// Expected status.
+        expect: u16,
+        /// Limit for connect, write and read each.
+        timeout: Duration,
+    },
+    /// `systemctl is-active <unit>`; skipped when systemd is not running.
+    SystemdUnit {
+        /// Unit name.
+        unit: String,
+        /// Limit.
+        timeout: Duration,
+    },
+}
+
+/// A check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Healthy.
+    Pass,
+    /// Unhealthy, and why.
+    Fail(String),
+    /// Not applicable here, and why (counts as healthy).
+    Skipped(String),
+}
+
+/// A named outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// The check's name.
+    pub name: String,
+    /// Its verdict.
+    pub verdict: Verdict,
+}
+
+impl Check {
+    /// A short name for reports: `command:/bin/true`, `tcp:127.0.0.1:80`, …
+    pub fn name(&self) -> String {
+        match self {
+            Self::Command { program, .. } => format!("command:{}", program.display()),
+            Self::Tcp { addr, .. } => format!("tcp:{addr}"),
+            Self::Http { addr, path, .. } => format!("http:{addr}{path}"),
+            Self::SystemdUnit { unit, .. } => format!("systemd:{unit}"),
+        }
+    }
+
+    /// Run the check once.
+    pub fn run(&self) -> CheckResult {
+        let verdict = match self {
+            Self::Command {
+                program,
+                args,
+                timeout,
+            } => run_command(program, args, *timeout),
+            Self::Tcp { addr, timeout } => match TcpStream::connect_timeout(addr, *timeout) {
+                Ok(_) => Verdict::Pass,
+                Err(e) => Verdict::Fail(format!("connect failed: {e}")),
+            },
+            Self::Http {
+                addr,
+                host,
+                path,
+                expect,
+                timeout,
+            } => http_status(*addr, host, path, *timeout).map_or_else(Verdict::Fail, |status| {
+                if status == *expect {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail(format!("status {status}, expected {expect}"))
+                }
+            }),
+            Self::SystemdUnit { unit, timeout } => systemd_unit(Path::new(SYSTEMD_MARKER), unit, *timeout),
+        };
+        let name = self.name();
+        tracing::debug!(check = %name, ?verdict, "health check");
+        CheckResult { name, verdict }
+    }
+}
+
+/// Run every check; the first failure's `name: reason`, or `None` when all are healthy.
+pub fn first_failure(checks: &[Check]) -> Option<String> {
+    checks.iter().map(Check::run).find_map(|r| match r.verdict {
+        Verdict::Fail(reason) => Some(format!("{}: {reason}", r.name)),
+        Verdict::Pass | Verdict::Skipped(_) => None,
+    })
+}
+
+fn run_command(program: &Path, args: &[String], timeout: Duration) -> Verdict {
+    let spawned = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return Verdict::Fail(format!("cannot start: {e}")),
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Verdict::Pass,
+            Ok(Some(status)) => return Verdict::Fail(format!("exited with {status}")),
+            Ok(None) if start.elapsed() >= timeout => {
+                // Best effort: the child may have exited in between; either way it is reaped below.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Verdict::Fail(format!("timed out after {timeout:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Verdict::Fail(format!("wait failed: {e}")),
+        }
+    }
+}
+
+/// The status code of `GET path` on `addr`.
+fn http_status(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<u16, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect failed: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("socket setup failed: {e}"))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: halyard-agent\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("request failed: {e}"))?;
+    let mut head = Vec::with_capacity(64);
+    let mut byte = [0u8; 1];
+    while head.len() < 1024 && !head.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(format!("reading the status line failed: {e}")),
+        }
+    }
+    parse_status_line(&String::from_utf8_lossy(&head))
+}
+
+fn parse_status_line(line: &str) -> Result<u16, String> {
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next().map(str::parse::<u16>)) {
+        (Some(v), Some(Ok(code))) if v.starts_with("HTTP/1.") => Ok(code),
+        _ => Err(format!("not an HTTP/1.x status line: {:?}", line.trim_end())),
+    }
+}
+
+/// `systemctl is-active --quiet unit`, or skipped when `marker` (systemd's runtime dir) is absent.
+pub fn systemd_unit(marker: &Path, unit: &str, timeout: Duration) -> Verdict {
+    if !marker.is_dir() {
+        return Verdict::Skipped(format!("systemd is not running ({} is absent)", marker.display()));
+    }
+    let args = vec!["is-active".to_owned(), "--quiet".to_owned(), unit.to_owned()];
+    match run_command(Path::new("systemctl"), &args, timeout) {
+        Verdict::Fail(reason) => Verdict::Fail(format!("unit {unit} is not active ({reason})")),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_parse_strictly() {
+        assert_eq!(parse_status_line("HTTP/1.1 204 No Content\r\n"), Ok(204));
+        assert!(parse_status_line("SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(parse_status_line("HTTP/1.1 abc\r\n").is_err());
+        assert!(parse_status_line("").is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! Health checks against real processes and loopback sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use halyard_node::health::{Check, Verdict, first_failure, systemd_unit};
+
+const T: Duration = Duration::from_secs(2);
+
+fn command(program: &str, args: &[&str], timeout: Duration) -> Check {
+    Check::Command {
+        program: PathBuf::from(program),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    }
+}
+
+#[test]
+fn commands_pass_fail_and_time_out() {
+    assert_eq!(command("/bin/true", &[], T).run().verdict, Verdict::Pass);
+    let Verdict::Fail(reason) = command("/bin/sh", &["-c", "exit 3"], T).run().verdict else {
+        panic!()
+    };
+    assert!(reason.contains('3'), "{reason}");
+    let start = Instant::now();
+    let Verdict::Fail(reason) = command("/bin/sleep", &["5"], Duration::from_millis(200))
+        .run()
+        .verdict
+    else {
+        panic!()
+    };
+    assert!(
+        reason.contains("timed out") && start.elapsed() < Duration::from_secs(4),
+        "{reason}"
+    );
+    let Verdict::Fail(reason) = command("/nonexistent/prog", &[], T).run().verdict else {
+        panic!()
+    };
+    assert!(reason.contains("cannot start"), "{reason}");
+}
+
+#[test]
+fn tcp_connects_or_names_the_refusal() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    assert_eq!(Check::Tcp { addr, timeout: T }.run().verdict, Verdict::Pass);
+    drop(listener);
+    let check = Check::Tcp { addr, timeout: T };
+    let failure = first_failure(&[command("/bin/true", &[], T), check]).unwrap();
+    assert!(
+        failure.starts_with(&format!("tcp:{addr}: connect failed")),
+        "{failure}"
+    );
+}
+
+/// A one-shot HTTP server answering `response` to the first request.
+fn serve(response: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"GET /healthz HTTP/1.1\r\nHost: device\r\n"));
+        stream.write_all(response.as_bytes()).unwrap();
+    });
+    addr
+}
+
+fn http(addr: SocketAddr) -> Check {
+    Check::Http {
+        addr,
+        host: "device".into(),
+        path: "/healthz".into(),
+        expect: 200,
+        timeout: T,
+    }
+}
+
+#[test]
+fn http_checks_the_status_code() {
+    let ok = serve("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(http(ok).run().verdict, Verdict::Pass);
+    let down = serve("HTTP/1.1 503 Service Unavailable\r\n\r\n");
+    assert_eq!(
+        http(down).run().verdict,
+        Verdict::Fail("status 503, expected 200".into())
+    );
+    let garbage = serve("SSH-2.0-OpenSSH_9.2\r\n");
+    let Verdict::Fail(reason) = http(garbage).run().verdict else {
+        panic!()
+    };
+    assert!(reason.contains("not an HTTP/1.x status line"), "{reason}");
+}
+
+#[test]
+fn systemd_units_are_skipped_without_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("no-systemd");
+    let Verdict::Skipped(reason) = systemd_unit(&absent, "sshd.service", T) else {
+        panic!()
+    };
+    assert!(reason.contains("systemd is not running"), "{reason}");
+    // With the marker present, systemctl decides; a unit that does not exist is never active.
+    let verdict = systemd_unit(dir.path(), "halyard-no-such-unit.service", T);
+    assert!(
+        matches!(&verdict, Verdict::Fail(r) if r.contains("halyard-no-such-unit")),
+        "{verdict:?}"
+    );
+}
