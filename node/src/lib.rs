@@ -1,18 +1,23 @@
 //! Halyard device agent (`halyard-agent`), as a library the binary and the simulator share.
 //!
-//! Module map (issue 4; transports come later):
+//! Module map (issue 4; config, transports and the binary come later):
 //! - [`fsm`]: the pure state machine `Idle → Downloading → Installing → Staged → Rebooting → Trial →
 //!   Committed` (plus `RolledBack`, `Failed`); its table is `docs/agent-fsm.md`.
-//! - [`journal`]: atomic persistence of the state (temp, fsync, rename, fsync dir).
+//! - [`driver`]: performs the state machine's actions against injected hardware, fetcher and clock.
+//! - [`journal`]: atomic persistence of the state; [`durable`]: temp + fsync + rename + fsync dir.
 //! - [`identity`]: the device's Ed25519 key, its `DeviceId` and the persisted sequence counter.
-//! - [`fetch`]: the [`fetch::Fetcher`] trait (byte ranges of an artifact) and its file-backed backend.
+//! - [`fetch`]: the [`fetch::Fetcher`] trait (byte ranges of an artifact) and its directory backend.
 //! - [`install`]: verify a downloaded bundle and stream its image into the inactive slot.
 //! - [`health`]: health checks (command, TCP, HTTP, systemd unit) with timeouts.
-//! - [`driver`]: performs the state machine's actions against injected hardware.
+//! - [`clock`]: injected time; [`faults`]: named crash points for power-cut tests.
 
+pub mod clock;
+pub mod driver;
 pub mod durable;
 pub mod faults;
+pub mod fetch;
 pub mod fsm;
 pub mod health;
 pub mod identity;
+pub mod install;
 pub mod journal;

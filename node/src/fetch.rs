@@ -1,0 +1,110 @@
+//! Getting artifact bytes: the [`Fetcher`] trait (one byte range of an artifact into a writer, so a
+//! download resumes from its durable offset, like HTTP `Range`) and [`DirFetcher`], which serves
+//! artifacts from a directory by the last segment of their URL (a USB stick, a mirror, test fixtures).
+//! The HTTP fetcher comes with the transports.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::PathBuf;
+
+/// A fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL does not name an artifact this fetcher serves.
+    #[error("artifact {url} not found: {reason}")]
+    NotFound {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The source holds fewer bytes than asked for.
+    #[error("artifact {url} ends at byte {size}, range {start}..{end} asked")]
+    ShortRange {
+        /// The URL.
+        url: String,
+        /// First byte asked.
+        start: u64,
+        /// End asked.
+        end: u64,
+        /// Actual size.
+        size: u64,
+    },
+    /// Reading or writing failed (transient: the caller may retry).
+    #[error("fetching {url}: {source}")]
+    Io {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// A source of artifact bytes.
+pub trait Fetcher: std::fmt::Debug {
+    /// Write bytes `range` of the artifact at `url` to `out`, all of them or an error.
+    fn fetch_range(&mut self, url: &str, range: Range<u64>, out: &mut dyn Write) -> Result<(), FetchError>;
+}
+
+/// Artifacts in a directory, named by the last `/`-segment of their URL.
+#[derive(Debug, Clone)]
+pub struct DirFetcher {
+    dir: PathBuf,
+}
+
+impl DirFetcher {
+    /// Serve files from `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn path_of(&self, url: &str) -> Result<PathBuf, FetchError> {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        let valid = !name.is_empty()
+            && name != ".."
+            && name != "."
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !valid {
+            return Err(FetchError::NotFound {
+                url: url.to_owned(),
+                reason: format!("{name:?} is not a plain file name"),
+            });
+        }
+        Ok(self.dir.join(name))
+    }
+}
+
+impl Fetcher for DirFetcher {
+    fn fetch_range(&mut self, url: &str, range: Range<u64>, out: &mut dyn Write) -> Result<(), FetchError> {
+        let path = self.path_of(url)?;
+        let io_err = |source| FetchError::Io {
+            url: url.to_owned(),
+            source,
+        };
+        let mut file = File::open(&path).map_err(|e| FetchError::NotFound {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let size = file.metadata().map_err(io_err)?.len();
+        if range.end > size || range.start > range.end {
+            return Err(FetchError::ShortRange {
+                url: url.to_owned(),
+                start: range.start,
+                end: range.end,
+                size,
+            });
+        }
+        file.seek(SeekFrom::Start(range.start)).map_err(io_err)?;
+        let copied = io::copy(&mut file.take(range.end - range.start), out).map_err(io_err)?;
+        if copied != range.end - range.start {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank",
+            )));
+        }
+        Ok(())
+    }
+}
