@@ -69,8 +69,10 @@ pub struct DiffOptions {
     pub block_pass: BlockPass,
     /// Largest number of source bytes under one suffix array (memory: 5 bytes per byte).
     pub sa_window: usize,
-    /// A suffix-array match must beat the current alignment by more than this many bytes to
-    /// start a new one (bsdiff uses 8); larger values give fewer, longer operations.
+    /// Added to the gain a suffix-array match needs over the current alignment to start a new
+    /// one. That gain grows with the seek's size (3 bytes for a seek under 16, 4 under 2 KiB,
+    /// 12 under 256 KiB, 16 beyond; bsdiff uses a flat 8); larger values give fewer, longer
+    /// operations.
     pub min_gain: usize,
     /// Runs of at least this many identical bytes inside an approximate match become copies
     /// instead of zeros in the diff stream (faster to compress and apply).
@@ -88,7 +90,7 @@ impl Default for DiffOptions {
             block_size: 4096,
             block_pass: BlockPass::Auto,
             sa_window: 80 << 20,
-            min_gain: 8,
+            min_gain: 0,
             copy_run: 256,
             threads: 2,
         }

@@ -12,6 +12,10 @@ const MAX_SEARCH: usize = 1 << 16;
 const AGREE_WINDOW: usize = 32;
 /// Agreeing bytes in that window above which the scan stays on the current alignment.
 const AGREE_MIN: usize = 30;
+/// Extra gain a new alignment needs by the byte length of its seek varint (index 1..): nearby
+/// realignments (pointer tables shifted by a few entries) are cheap and pay off quickly; far
+/// jumps cost 3-4 control bytes that barely compress.
+const SEEK_GAIN: [isize; 6] = [0, 3, 4, 12, 16, 20];
 /// Equally long matches examined on each side of the one the binary search lands on.
 const TIE_SCAN: usize = 16;
 /// Ties are only examined for matches up to this long (longer ones are rarely ambiguous).
@@ -152,6 +156,14 @@ impl Scanner<'_, '_> {
         o >= 0 && (o as usize) < self.old.len() && self.old[o as usize] == self.new[new_pos]
     }
 
+    /// How much a new alignment must beat the current one by: `min_gain` plus the cost of the
+    /// seek to it, which grows with the length of its control varint (`SEEK_GAIN`).
+    fn gain_needed(&self, delta: isize) -> isize {
+        let bits = 64 - ((delta.unsigned_abs() as u64) << 3).leading_zeros() as usize;
+        let bytes = bits.div_ceil(7).max(1);
+        self.min_gain + SEEK_GAIN[bytes.min(SEEK_GAIN.len() - 1)]
+    }
+
     /// Whether the alignment `offset` agrees on at least `AGREE_MIN` of the next
     /// `AGREE_WINDOW` bytes from `scan`.
     fn mostly_agrees(&self, scan: usize, offset: isize) -> bool {
@@ -194,7 +206,9 @@ impl Scanner<'_, '_> {
                     oldscore += isize::from(self.agrees(scsc, lastoffset));
                     scsc += 1;
                 }
-                if (len as isize == oldscore && len != 0) || len as isize > oldscore + self.min_gain {
+                if (len as isize == oldscore && len != 0)
+                    || len as isize > oldscore + self.gain_needed(pos as isize - (scan as isize + lastoffset))
+                {
                     break;
                 }
                 oldscore -= isize::from(self.agrees(scan, lastoffset));
