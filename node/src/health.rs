@@ -137,6 +137,8 @@ fn run_command(program: &Path, args: &[String], timeout: Duration) -> Verdict {
         Err(e) => return Verdict::Fail(format!("cannot start: {e}")),
     };
     let start = Instant::now();
+    // Poll quickly first (most checks end within milliseconds), then back off to 50 ms.
+    let mut pause = Duration::from_micros(200);
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Verdict::Pass,
@@ -147,7 +149,10 @@ fn run_command(program: &Path, args: &[String], timeout: Duration) -> Verdict {
                 let _ = child.wait();
                 return Verdict::Fail(format!("timed out after {timeout:?}"));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
             Err(e) => return Verdict::Fail(format!("wait failed: {e}")),
         }
     }

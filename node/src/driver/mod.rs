@@ -161,7 +161,8 @@ pub fn hw_slot(slot: Slot) -> halyard_hardware::Slot {
     }
 }
 
-fn wire_slot(slot: halyard_hardware::Slot) -> Slot {
+/// The wire slot for a hardware slot.
+pub fn wire_slot(slot: halyard_hardware::Slot) -> Slot {
     match slot {
         halyard_hardware::Slot::A => Slot::A,
         halyard_hardware::Slot::B => Slot::B,
