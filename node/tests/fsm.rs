@@ -270,3 +270,33 @@ fn states_round_trip_through_json() {
         assert_eq!(serde_json::from_str::<State>(&text).unwrap(), state);
     }
 }
+
+mod walks {
+    use halyard_node::fsm::table::{SAMPLE_NOW, sample_events};
+    use halyard_node::fsm::{Action, State, next};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random walks from Idle over every event: refusals leave the state alone (the caller keeps
+        /// it), accepted changes journal first, and every reached state survives a JSON round trip.
+        #[test]
+        fn random_walks_keep_the_journal_rule(picks in proptest::collection::vec(0usize..16, 1..60), dt in 0u64..2000) {
+            let events = sample_events();
+            let mut state = State::Idle;
+            let mut now = SAMPLE_NOW;
+            for pick in picks {
+                let (_, event) = &events[pick % events.len()];
+                now += dt;
+                let Ok((to, actions)) = next(&state, event, now) else { continue };
+                if to != state {
+                    prop_assert_eq!(actions.first(), Some(&Action::Journal(to.clone())));
+                } else {
+                    prop_assert!(!actions.iter().any(|a| matches!(a, Action::Journal(_))));
+                }
+                let text = serde_json::to_string(&to).unwrap();
+                prop_assert_eq!(serde_json::from_str::<State>(&text).unwrap(), to.clone());
+                state = to;
+            }
+        }
+    }
+}

@@ -232,6 +232,8 @@ fn downloading(state: &State, event: &Event) -> Outcome {
         return None;
     };
     match event {
+        // Progress only moves forward; a repeated or older offset changes nothing.
+        Event::DownloadProgress { done: now_done } if now_done <= done => stay(state, vec![]),
         Event::DownloadProgress { done: now_done } => {
             let mut to = state.clone();
             if let State::Downloading { done, .. } = &mut to {
