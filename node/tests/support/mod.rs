@@ -259,10 +259,19 @@ impl Device {
 
     /// Start the agent on `rail` (after the bootloader step).
     pub fn start(&self, rail: &PowerRail) -> Result<(Driver, Halt), halyard_node::driver::DriverError> {
+        self.start_with(rail, Box::new(DirFetcher::new(&self.artifacts)))
+    }
+
+    /// Start the agent on `rail` with `fetcher`.
+    pub fn start_with(
+        &self,
+        rail: &PowerRail,
+        fetcher: Box<dyn halyard_node::fetch::Fetcher>,
+    ) -> Result<(Driver, Halt), halyard_node::driver::DriverError> {
         Driver::start(
             self.settings(),
             self.hardware(rail),
-            Box::new(DirFetcher::new(&self.artifacts)),
+            fetcher,
             Arc::new(self.clock.clone()),
             Arc::new(RailCrash::new(rail)),
         )
