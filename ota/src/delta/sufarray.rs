@@ -125,6 +125,12 @@ impl<'a> SuffixIndex<'a> {
             idx: self,
             min_gain: min_gain as isize,
             steps: Vec::new(),
+            scan: 0,
+            len: 0,
+            pos: 0,
+            lastscan: 0,
+            lastpos: 0,
+            lastoffset: 0,
         }
         .run()
     }
@@ -148,6 +154,14 @@ struct Scanner<'s, 'a> {
     idx: &'s SuffixIndex<'a>,
     min_gain: isize,
     steps: Vec<Step>,
+    /// Current target position and the match found there.
+    scan: usize,
+    len: usize,
+    pos: usize,
+    /// Where the current alignment started in the target and the source, and its offset.
+    lastscan: usize,
+    lastpos: usize,
+    lastoffset: isize,
 }
 
 impl Scanner<'_, '_> {
@@ -179,64 +193,76 @@ impl Scanner<'_, '_> {
     }
 
     fn run(mut self) -> Vec<Step> {
-        let (old, new) = (self.old, self.new);
-        let (mut scan, mut len, mut pos) = (0usize, 0usize, 0usize);
-        let (mut lastscan, mut lastpos, mut lastoffset) = (0usize, 0usize, 0isize);
-        while scan < new.len() {
-            let mut oldscore = 0isize;
-            scan += len;
-            let mut scsc = scan;
-            while scan < new.len() {
-                if self.mostly_agrees(scan, lastoffset) {
-                    // Fast path: the current alignment still holds; no search needed here.
-                    let to = new.len().min(scan + AGREE_WINDOW);
-                    while scan < to {
-                        oldscore -= isize::from(scan < scsc && self.agrees(scan, lastoffset));
-                        scan += 1;
-                    }
-                    scsc = scsc.max(scan);
-                    len = 0;
-                    continue;
-                }
-                let end = new.len().min(scan + MAX_SEARCH);
-                (pos, len) = self
-                    .idx
-                    .search(&new[scan..end], (scan as isize + lastoffset).max(0) as usize);
-                while scsc < scan + len {
-                    oldscore += isize::from(self.agrees(scsc, lastoffset));
-                    scsc += 1;
-                }
-                if (len as isize == oldscore && len != 0)
-                    || len as isize > oldscore + self.gain_needed(pos as isize - (scan as isize + lastoffset))
-                {
-                    break;
-                }
-                oldscore -= isize::from(self.agrees(scan, lastoffset));
-                scan += 1;
-            }
-            if len as isize != oldscore || scan == new.len() {
-                let mut lenf = self.extend_forward(lastscan, lastpos, scan);
-                let mut lenb = if scan < new.len() {
-                    self.extend_backward(lastscan, scan, pos)
-                } else {
-                    0
-                };
-                if lastscan + lenf > scan - lenb {
-                    let (f, b) = self.split_overlap(lastscan, lastpos, lenf, scan, pos, lenb);
-                    (lenf, lenb) = (f, b);
-                }
-                self.steps.push(Step {
-                    add_old: lastpos,
-                    add_len: lenf,
-                    insert_len: (scan - lenb) - (lastscan + lenf),
-                });
-                lastscan = scan - lenb;
-                lastpos = pos - lenb;
-                lastoffset = pos as isize - scan as isize;
-                debug_assert!(lastpos <= old.len());
+        while self.scan < self.new.len() {
+            self.scan += self.len;
+            let oldscore = self.find_match();
+            if self.len as isize != oldscore || self.scan == self.new.len() {
+                self.emit();
             }
         }
         self.steps
+    }
+
+    /// Advances `scan` to the next position where a match (`pos`, `len`) beats the current
+    /// alignment enough to switch, or where the current alignment is the longest match;
+    /// returns how many of `len` bytes the current alignment gets right.
+    fn find_match(&mut self) -> isize {
+        let (new, off) = (self.new, self.lastoffset);
+        let mut oldscore = 0isize;
+        let mut scsc = self.scan;
+        while self.scan < new.len() {
+            if self.mostly_agrees(self.scan, off) {
+                // Fast path: the current alignment still holds; no search needed here.
+                let to = new.len().min(self.scan + AGREE_WINDOW);
+                while self.scan < to {
+                    oldscore -= isize::from(self.scan < scsc && self.agrees(self.scan, off));
+                    self.scan += 1;
+                }
+                scsc = scsc.max(self.scan);
+                self.len = 0;
+                continue;
+            }
+            let (scan, end) = (self.scan, new.len().min(self.scan + MAX_SEARCH));
+            (self.pos, self.len) = self
+                .idx
+                .search(&new[scan..end], (scan as isize + off).max(0) as usize);
+            while scsc < scan + self.len {
+                oldscore += isize::from(self.agrees(scsc, off));
+                scsc += 1;
+            }
+            let len = self.len as isize;
+            if (len == oldscore && len != 0)
+                || len > oldscore + self.gain_needed(self.pos as isize - (scan as isize + off))
+            {
+                break;
+            }
+            oldscore -= isize::from(self.agrees(scan, off));
+            self.scan += 1;
+        }
+        oldscore
+    }
+
+    /// Emits the step from the previous alignment to the new one: the previous alignment
+    /// extended forwards as an add, the bytes up to the new one's backward extension as an insert.
+    fn emit(&mut self) {
+        let (scan, pos, lastscan, lastpos) = (self.scan, self.pos, self.lastscan, self.lastpos);
+        let mut lenf = self.extend_forward(lastscan, lastpos, scan);
+        let mut lenb = if scan < self.new.len() {
+            self.extend_backward(lastscan, scan, pos)
+        } else {
+            0
+        };
+        if lastscan + lenf > scan - lenb {
+            (lenf, lenb) = self.split_overlap(lastscan, lastpos, lenf, scan, pos, lenb);
+        }
+        self.steps.push(Step {
+            add_old: lastpos,
+            add_len: lenf,
+            insert_len: (scan - lenb) - (lastscan + lenf),
+        });
+        self.lastscan = scan - lenb;
+        self.lastpos = pos - lenb;
+        self.lastoffset = pos as isize - scan as isize;
     }
 
     /// Longest forward extension of the previous alignment where matches outnumber mismatches.
