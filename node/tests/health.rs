@@ -56,18 +56,40 @@ fn tcp_connects_or_names_the_refusal() {
     );
 }
 
-/// A one-shot HTTP server answering `response` to the first request.
-fn serve(response: &'static str) -> SocketAddr {
+/// A one-shot HTTP server answering `response` to the first request; the thread returns the request.
+fn serve(response: &'static str) -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
+    let server = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
         let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).unwrap();
-        assert!(buf[..n].starts_with(b"GET /healthz HTTP/1.1\r\nHost: device\r\n"));
+        while !request.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
         stream.write_all(response.as_bytes()).unwrap();
+        // Close our side only after the whole request was read, so the client sees data, not a reset.
+        // (The client may already have hung up after the status line: that is not a failure.)
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        request
     });
-    addr
+    (addr, server)
+}
+
+/// Run the HTTP check against a server answering `response`; also checks the request sent.
+fn check_against(response: &'static str) -> Verdict {
+    let (addr, server) = serve(response);
+    let verdict = http(addr).run().verdict;
+    let request = server.join().unwrap();
+    assert!(
+        request.starts_with(b"GET /healthz HTTP/1.1\r\nHost: device\r\n"),
+        "{request:?}"
+    );
+    verdict
 }
 
 fn http(addr: SocketAddr) -> Check {
@@ -82,15 +104,11 @@ fn http(addr: SocketAddr) -> Check {
 
 #[test]
 fn http_checks_the_status_code() {
-    let ok = serve("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    assert_eq!(http(ok).run().verdict, Verdict::Pass);
-    let down = serve("HTTP/1.1 503 Service Unavailable\r\n\r\n");
-    assert_eq!(
-        http(down).run().verdict,
-        Verdict::Fail("status 503, expected 200".into())
-    );
-    let garbage = serve("SSH-2.0-OpenSSH_9.2\r\n");
-    let Verdict::Fail(reason) = http(garbage).run().verdict else {
+    let ok = check_against("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(ok, Verdict::Pass);
+    let down = check_against("HTTP/1.1 503 Service Unavailable\r\n\r\n");
+    assert_eq!(down, Verdict::Fail("status 503, expected 200".into()));
+    let Verdict::Fail(reason) = check_against("SSH-2.0-OpenSSH_9.2\r\n") else {
         panic!()
     };
     assert!(reason.contains("not an HTTP/1.x status line"), "{reason}");

@@ -151,8 +151,8 @@ impl Driver {
             .get(self.active)
             .filter(|i| Some(i.sha256) == self.active_sha256)
             .cloned();
-        let now = OffsetDateTime::from_unix_timestamp(self.clock.now() as i64)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let secs = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
+        let now = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let policy = VerifyPolicy {
             product: Some(self.settings.product.clone()),
             min_security_version: self.record.security_floor,
