@@ -104,6 +104,7 @@ fn wrong_source_is_named() {
     ));
     let opts = ApplyOptions {
         source_check: SourceCheck::SizeOnly,
+        ..ApplyOptions::default()
     };
     let err = delta::apply_with(other.as_slice(), patch.as_slice(), std::io::sink(), &opts).unwrap_err();
     assert!(matches!(err, DeltaError::TargetHashMismatch { .. }), "{err}");
@@ -168,4 +169,36 @@ fn garbage_after_a_valid_header_never_panics() {
         }
         let _ = apply(&old, &bad).expect_err("garbage must not apply");
     }
+}
+
+#[test]
+fn declared_target_over_the_limit_is_refused() {
+    let (old, new) = pair();
+    let patch = patch_of(&old, &new);
+    let opts = ApplyOptions {
+        max_target_size: 1000,
+        ..ApplyOptions::default()
+    };
+    let err = delta::apply_with(old.as_slice(), patch.as_slice(), std::io::sink(), &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DeltaError::LimitExceeded {
+                what: "target size",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn file_sources_are_read_positionally() {
+    let (old, new) = pair();
+    let patch = patch_of(&old, &new);
+    let mut file = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut file, &old).unwrap();
+    let mut out = Vec::new();
+    delta::apply(&file, patch.as_slice(), &mut out).unwrap();
+    assert_eq!(out, new);
 }

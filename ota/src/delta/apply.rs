@@ -46,6 +46,13 @@ where
 {
     let mut patch = BufReader::with_capacity(16 << 10, patch);
     let header = format::read_header(&mut patch)?;
+    if header.target_size > opts.max_target_size {
+        return Err(DeltaError::LimitExceeded {
+            what: "target size",
+            value: header.target_size,
+            limit: opts.max_target_size,
+        });
+    }
     check_source(source, &header, opts)?;
     let mut run = Applier::new(source, &header, target)?;
     loop {

@@ -169,8 +169,26 @@ pub enum SourceCheck {
 }
 
 /// Options of `apply_with`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Source verification policy.
     pub source_check: SourceCheck,
+    /// Largest target a patch may declare (`LimitExceeded` otherwise). A patch is small but
+    /// may ask for a huge target made of repeated copies; callers that know the expected size
+    /// (the bundle manifest's `target.size`) should set it, fuzzers should keep it small.
+    pub max_target_size: u64,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            source_check: SourceCheck::Full,
+            max_target_size: Self::DEFAULT_MAX_TARGET,
+        }
+    }
+}
+
+impl ApplyOptions {
+    /// Default cap on the declared target size: 64 GiB.
+    pub const DEFAULT_MAX_TARGET: u64 = 64 << 30;
 }
