@@ -8,8 +8,9 @@
 //! that agrees with the slots, stable under one more reboot; and it must end where an uncut run ends
 //! (a cut may delay an update, never cost it or change its verdict).
 //!
-//! Scenarios: a full update A→B, a delta update A→B, a second update B→A (rewriting the fallback slot
-//! of a committed device), and a release whose health check fails (rolled back to A).
+//! Scenarios (GRUB environment unless named): a full update A→B, a delta update A→B, a second update
+//! B→A (rewriting the fallback slot of a committed device), a full update on a redundant U-Boot
+//! environment, and a release whose health check fails (rolled back to A).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -32,6 +33,7 @@ enum Verdict {
 
 struct Scenario {
     name: &'static str,
+    env: EnvKind,
     factory: Vec<u8>,
     /// An uncut update run before the one under test (the device starts committed on it).
     before: Option<DesiredAction>,
@@ -64,6 +66,7 @@ fn scenarios(arts: &Path) -> Vec<Scenario> {
     let (h1, h2, h3) = (Sha256::of(&v1), Sha256::of(&v2), Sha256::of(&v3));
     let scenario = |name, desired, good: &[Sha256], end| Scenario {
         name,
+        env: EnvKind::Grub,
         factory: v1.clone(),
         before: None,
         desired,
@@ -91,6 +94,15 @@ fn scenarios(arts: &Path) -> Vec<Scenario> {
                 install("3.0.0", &full3, vec![]),
                 &[h2, h3],
                 (h3, Verdict::Committed),
+            )
+        },
+        Scenario {
+            env: EnvKind::UBootRedundant,
+            ..scenario(
+                "uboot",
+                install("2.0.0", &full2, vec![]),
+                &[h1, h2],
+                (h2, Verdict::Committed),
             )
         },
         Scenario {
@@ -159,7 +171,7 @@ fn check_fixed_point(device: &Device, s: &Scenario, before: &State, label: &str)
 
 fn device_for(root: &Path, arts: &Path, s: &Scenario) -> Device {
     let dir = tempfile::tempdir_in(root).unwrap().keep(); // removed with `root`
-    let mut device = Device::new(&dir, arts, &s.factory);
+    let mut device = Device::with_env(&dir, arts, &s.factory, s.env);
     if let Some(before) = &s.before {
         let done = run(&device, before, PowerRail::always_on(), &always_boots);
         assert!(

@@ -12,6 +12,7 @@ use halyard_hardware::block::faulty::{FaultyDevice, PowerRail};
 use halyard_hardware::block::slot_writer::hash_prefix;
 use halyard_hardware::block::{BlockDevice, MemDevice};
 use halyard_hardware::boot::grubenv::{GrubEnv, GrubEnvBlock};
+use halyard_hardware::boot::ubootenv::UBootEnv;
 use halyard_hardware::boot::{BootControl, CurrentSlotSource, EnvBootControl, EnvStore, SimulatedBoot};
 use halyard_hardware::power::FakePower;
 use halyard_hardware::watchdog::FakeWatchdog;
@@ -167,11 +168,23 @@ impl halyard_hardware::watchdog::Clock for WatchdogClock {
 
 pub type Boot = EnvBootControl<Box<dyn EnvStore>>;
 
+/// Where the simulated bootloader keeps its variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvKind {
+    /// A GRUB environment block, updated in place.
+    Grub,
+    /// A redundant U-Boot environment (two CRC'd copies, flags pick the newer).
+    UBootRedundant,
+}
+
+const UBOOT_COPY: usize = 1024;
+
 /// The persistent parts of one simulated device.
 #[derive(Debug, Clone)]
 pub struct Device {
     pub slots: [MemDevice; 2],
     pub env: MemDevice,
+    pub env_kind: EnvKind,
     pub data_dir: PathBuf,
     pub artifacts: PathBuf,
     pub power: FakePower,
@@ -183,6 +196,11 @@ pub struct Device {
 impl Device {
     /// A device with `v1` in slot A (good, booted), slot B empty.
     pub fn new(root: &Path, artifacts: &Path, v1: &[u8]) -> Self {
+        Self::with_env(root, artifacts, v1, EnvKind::Grub)
+    }
+
+    /// A device with `v1` in slot A (good, booted), slot B empty, the environment of `env_kind`.
+    pub fn with_env(root: &Path, artifacts: &Path, v1: &[u8], env_kind: EnvKind) -> Self {
         let data_dir = root.join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let mut a = vec![0u8; SLOT_SIZE];
@@ -192,7 +210,13 @@ impl Device {
                 MemDevice::from_bytes("slot-a", a),
                 MemDevice::new("slot-b", SLOT_SIZE),
             ],
-            env: MemDevice::from_bytes("grubenv", GrubEnvBlock::new(1024).as_bytes().to_vec()),
+            env: match env_kind {
+                EnvKind::Grub => {
+                    MemDevice::from_bytes("grubenv", GrubEnvBlock::new(1024).as_bytes().to_vec())
+                }
+                EnvKind::UBootRedundant => MemDevice::new("uboot-env", 2 * UBOOT_COPY),
+            },
+            env_kind,
             data_dir,
             artifacts: artifacts.to_path_buf(),
             power: FakePower::new(),
@@ -204,13 +228,31 @@ impl Device {
                 timeout: Duration::from_secs(5),
             }],
         };
+        if env_kind == EnvKind::UBootRedundant {
+            let vars = [("bootcmd", "run halyard")].into_iter().collect();
+            device.uboot(&PowerRail::always_on()).format(&vars).unwrap();
+        }
         device.boot_control(&PowerRail::always_on()).provision().unwrap();
         device
     }
 
+    fn env_dev(&self, rail: &PowerRail) -> Box<dyn BlockDevice> {
+        Box::new(FaultyDevice::new(self.env.clone(), rail.clone()))
+    }
+
+    fn uboot(&self, rail: &PowerRail) -> UBootEnv<Box<dyn BlockDevice>> {
+        UBootEnv::redundant(
+            (self.env_dev(rail), 0),
+            (self.env_dev(rail), UBOOT_COPY as u64),
+            UBOOT_COPY,
+        )
+    }
+
     pub fn boot_control(&self, rail: &PowerRail) -> Boot {
-        let store: Box<dyn EnvStore> =
-            Box::new(GrubEnv::new(FaultyDevice::new(self.env.clone(), rail.clone())));
+        let store: Box<dyn EnvStore> = match self.env_kind {
+            EnvKind::Grub => Box::new(GrubEnv::new(self.env_dev(rail))),
+            EnvKind::UBootRedundant => Box::new(self.uboot(rail)),
+        };
         EnvBootControl::new(store, CurrentSlotSource::Env)
     }
 
