@@ -241,6 +241,9 @@ impl Driver {
     /// Feed the server's desired state and settle. A desired state the machine cannot take now (an
     /// install or trial is running) is kept and offered again once it settles.
     pub fn desired(&mut self, rollout: Option<String>, action: DesiredAction) -> Result<Halt, DriverError> {
+        if self.rebooting {
+            return Ok(Halt::Rebooting);
+        }
         let running = self.running(&action)?;
         let event = Event::Desired {
             rollout: rollout.clone(),

@@ -62,9 +62,14 @@ fn invalid(state: &State, event: &Event) -> InvalidTransition {
 
 type Outcome = Option<(State, Vec<Action>)>;
 
-/// A durable change: journal first, then `effects`, then the event (if the wire state changed) and report.
-fn go(from: &State, to: State, effects: Vec<Action>, reason: Option<String>) -> Outcome {
+/// A durable change: journal first, then `effects`, with the event (if the wire state changed) and the
+/// report after the effects but before a reboot (nothing runs after a reboot).
+fn go(from: &State, to: State, mut effects: Vec<Action>, reason: Option<String>) -> Outcome {
     let mut actions = vec![Action::Journal(to.clone())];
+    let reboot = effects.last() == Some(&Action::Reboot);
+    if reboot {
+        effects.pop();
+    }
     actions.extend(effects);
     let (before, after) = (from.wire(), to.wire());
     if before != after {
@@ -74,6 +79,9 @@ fn go(from: &State, to: State, effects: Vec<Action>, reason: Option<String>) -> 
             reason,
         });
         actions.push(Action::Report);
+    }
+    if reboot {
+        actions.push(Action::Reboot);
     }
     Some((to, actions))
 }
