@@ -107,11 +107,13 @@ fn install_picks_the_delta_whose_source_is_running() {
         update,
         artifact,
         choice,
+        fallback,
         done,
     } = &to
     else {
         panic!("{to:?}")
     };
+    assert!(fallback.as_ref().is_some_and(|f| f.url.ends_with("full-3.0.0")));
     assert_eq!(
         (update.version.as_str(), update.slot, *choice, *done),
         ("3.0.0", Slot::B, PayloadChoice::Delta, 0)
@@ -146,6 +148,46 @@ fn install_picks_the_delta_whose_source_is_running() {
             ..
         }
     ));
+}
+
+#[test]
+fn a_failed_delta_falls_back_to_the_full_bundle_once() {
+    let (to, actions) = outcome("Downloading", "DownloadFailed");
+    let State::Downloading {
+        artifact,
+        choice,
+        fallback,
+        done,
+        ..
+    } = &to
+    else {
+        panic!("{to:?}")
+    };
+    assert!(artifact.url.ends_with("full-2.0.0"));
+    assert_eq!((*choice, fallback, *done), (PayloadChoice::Full, &None, 0));
+    assert!(
+        matches!(&actions[2], Action::Download { from: 0, artifact } if artifact.url.ends_with("full-2.0.0"))
+    );
+    let reason = actions.iter().find_map(|a| match a {
+        Action::Emit { reason, .. } => reason.clone(),
+        _ => None,
+    });
+    assert!(reason.is_some_and(|r| r.contains("HTTP 404") && r.contains("falling back")));
+    // The full bundle failing too is final.
+    let (to, _) = next(
+        &to,
+        &Event::DownloadFailed {
+            reason: "again".into(),
+        },
+        SAMPLE_NOW,
+    )
+    .unwrap();
+    assert!(matches!(to, State::Failed { .. }));
+    let (to, _) = outcome("Installing", "InstallFailed");
+    assert!(
+        matches!(to, State::Failed { .. }),
+        "the sample install is already the full bundle"
+    );
 }
 
 #[test]

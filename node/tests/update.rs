@@ -257,3 +257,46 @@ fn a_bundle_below_the_committed_security_version_is_refused() {
     assert_eq!(current_slot(&device), B, "still on the committed 2.0.0");
     assert_eq!(device.slot_hash(B, r.v2.len() as u64), Sha256::of(&r.v2));
 }
+
+#[test]
+fn a_broken_delta_falls_back_to_the_full_bundle() {
+    let (tmp, arts) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let r = releases();
+    let full = publish(arts.path(), &full_bundle("2.0.0", 1, &r.v2));
+    let mut patch = delta_bundle("2.0.0", "1.0.0", &r.v1, &r.v2);
+    let n = patch.len();
+    patch[n - 20] ^= 0x40;
+    // Published under the digest the server announced, so the download itself verifies.
+    let broken = publish(arts.path(), &patch);
+    let device = Device::new(tmp.path(), arts.path(), &r.v1);
+    let offer = DeltaOffer {
+        source_sha256: Sha256::of(&r.v1),
+        artifact: broken,
+    };
+    let rail = PowerRail::always_on();
+    device.bootloader(&rail).unwrap();
+    let (mut driver, _) = device.start(&rail).unwrap();
+    assert_eq!(
+        driver
+            .desired(None, install("2.0.0", &full, vec![offer]))
+            .unwrap(),
+        Halt::Rebooting
+    );
+    let reasons: Vec<_> = driver
+        .take_outbox()
+        .into_iter()
+        .filter_map(|o| match o {
+            Outgoing::Event(e) => e.reason,
+            Outgoing::Report(_) => None,
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("delta failed") && r.contains("payload_hash_mismatch")),
+        "{reasons:?}"
+    );
+    drop(driver);
+    let done = run(&device, &install("2.0.0", &full, vec![]), rail, &always_boots);
+    assert_committed(&device, done.driver.state(), &r.v2);
+}

@@ -91,6 +91,8 @@ pub enum State {
         artifact: Artifact,
         /// Which kind it is.
         choice: PayloadChoice,
+        /// For a delta: the full bundle, fetched instead if the delta fails.
+        fallback: Option<Artifact>,
         /// Durable bytes so far.
         done: u64,
     },
@@ -102,6 +104,8 @@ pub enum State {
         artifact: Artifact,
         /// Which kind it is.
         choice: PayloadChoice,
+        /// For a delta: the full bundle, fetched instead if the delta fails.
+        fallback: Option<Artifact>,
     },
     /// The image is verified in the inactive slot; waiting for the reboot window.
     Staged(Staging),

@@ -1,7 +1,8 @@
 //! The transition table as data: one sample of every state and every event, the outcome of
 //! [`super::next`] for each pair, and the Markdown rendering committed as `docs/agent-fsm.md`.
 //!
-//! The sample world: the device runs slot A with release 1.0.0; slot B is the update target. Staged
+//! The sample world: the device runs slot A with release 1.0.0; slot B is the update target. 2.0.0 is
+//! being downloaded as a delta (full bundle as fallback) and installed from its full bundle; staged
 //! and later states hold release 2.0.0 in B; `Desired(install)` offers 3.0.0 (full bundle and a delta
 //! from 1.0.0); `Desired(switch)` asks for 0.9.0, which slot B holds in the `running` view.
 
@@ -53,14 +54,16 @@ pub fn sample_states() -> Vec<State> {
         State::Idle,
         State::Downloading {
             update: update("2.0.0"),
-            artifact: artifact("full-2.0.0"),
-            choice: PayloadChoice::Full,
+            artifact: artifact("delta-1.0.0-2.0.0"),
+            choice: PayloadChoice::Delta,
+            fallback: Some(artifact("full-2.0.0")),
             done: 500,
         },
         State::Installing {
             update: update("2.0.0"),
             artifact: artifact("full-2.0.0"),
             choice: PayloadChoice::Full,
+            fallback: None,
         },
         State::Staged(staging()),
         State::Rebooting {

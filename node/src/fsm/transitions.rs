@@ -161,10 +161,23 @@ fn start_download(
     running: &Running,
 ) -> Outcome {
     let active = running.image.as_ref().map(|i| i.sha256);
-    let (artifact, choice) = match deltas.iter().find(|d| Some(d.source_sha256) == active) {
-        Some(offer) => (offer.artifact.clone(), PayloadChoice::Delta),
-        None => (bundle.clone(), PayloadChoice::Full),
-    };
+    match deltas.iter().find(|d| Some(d.source_sha256) == active) {
+        Some(offer) => {
+            let delta = (offer.artifact.clone(), PayloadChoice::Delta);
+            fetch(state, update, delta, Some(bundle.clone()), None)
+        }
+        None => fetch(state, update, (bundle.clone(), PayloadChoice::Full), None, None),
+    }
+}
+
+/// Start fetching `artifact` from byte 0 (a delta keeps the full bundle as `fallback`).
+fn fetch(
+    state: &State,
+    update: Update,
+    (artifact, choice): (Artifact, PayloadChoice),
+    fallback: Option<Artifact>,
+    reason: Option<String>,
+) -> Outcome {
     let effects = vec![
         Action::DiscardDownload,
         Action::Download {
@@ -176,9 +189,27 @@ fn start_download(
         update,
         artifact,
         choice,
+        fallback,
         done: 0,
     };
-    go(state, to, effects, None)
+    go(state, to, effects, reason)
+}
+
+/// A delta failed: fetch the full bundle instead, or fail when there is none to fall back to.
+fn delta_failed(state: &State, update: &Update, fallback: &Option<Artifact>, reason: &str) -> Outcome {
+    match fallback {
+        Some(full) => {
+            let why = format!("delta failed ({reason}); falling back to the full bundle");
+            fetch(
+                state,
+                update.clone(),
+                (full.clone(), PayloadChoice::Full),
+                None,
+                Some(why),
+            )
+        }
+        None => failed(state, update, reason.to_owned(), vec![Action::DiscardDownload]),
+    }
 }
 
 fn switch(
@@ -234,6 +265,7 @@ fn downloading(state: &State, event: &Event) -> Outcome {
         update,
         artifact,
         choice,
+        fallback,
         done,
     } = state
     else {
@@ -254,13 +286,12 @@ fn downloading(state: &State, event: &Event) -> Outcome {
                 update: update.clone(),
                 artifact: artifact.clone(),
                 choice: *choice,
+                fallback: fallback.clone(),
             };
             let effects = vec![Action::MarkUnbootable(update.slot), install(update, *choice)];
             go(state, to, effects, None)
         }
-        Event::DownloadFailed { reason } => {
-            failed(state, update, reason.clone(), vec![Action::DiscardDownload])
-        }
+        Event::DownloadFailed { reason } => delta_failed(state, update, fallback, reason),
         Event::JobDeadline => failed(
             state,
             update,
@@ -286,7 +317,13 @@ fn install(update: &Update, choice: PayloadChoice) -> Action {
 }
 
 fn installing(state: &State, event: &Event) -> Outcome {
-    let State::Installing { update, choice, .. } = state else {
+    let State::Installing {
+        update,
+        choice,
+        fallback,
+        ..
+    } = state
+    else {
         return None;
     };
     match event {
@@ -302,9 +339,7 @@ fn installing(state: &State, event: &Event) -> Outcome {
             };
             go(state, State::Staged(staging), vec![Action::DiscardDownload], None)
         }
-        Event::InstallFailed { reason } => {
-            failed(state, update, reason.clone(), vec![Action::DiscardDownload])
-        }
+        Event::InstallFailed { reason } => delta_failed(state, update, fallback, reason),
         Event::JobDeadline => failed(
             state,
             update,
