@@ -6,7 +6,7 @@
 //! runs, hashes it, and feeds `Booted`; [`Driver::desired`] feeds the server's desired state;
 //! [`Driver::settle`] runs queued and timer events until the machine waits for the outside world or
 //! asked for a reboot ([`Halt`]). Messages for the server collect in an outbox until transports exist.
-//! The actions themselves live in [`actions`].
+//! The actions themselves live in `driver/actions.rs`.
 
 mod actions;
 
