@@ -100,8 +100,17 @@ def markdown(rows, env, timeout, ratio_rows):
                          f"{x['apply_time_ratio']:.2f} ({x['fastest_peer']}) | "
                          f"{x['apply_rss_ratio']:.2f} ({x['leanest_peer']}) |")
     else:
-        why = next((r["diff_status"] for r in rows if r["tool"] == "halyard"), "not in this run")
-        lines.append(f"- no ratios: Halyard {why}")
+        mine = [r for r in rows if r["tool"] == "halyard"]
+        if not mine:
+            why = "Halyard was not in this run"
+        elif not any(r["ok"] for r in mine):
+            h = mine[0]
+            why = f"Halyard diff {h['diff_status']}"
+            if h["verify"] != "-" or h["apply_status"] != "-":
+                why += f", apply {h['apply_status']}, output {h['verify']}"
+        else:
+            why = "no peer produced a verified output in this run"
+        lines.append(f"- no ratios: {why}")
     return "\n".join(lines) + "\n"
 
 
