@@ -70,9 +70,9 @@ pub struct DiffOptions {
     /// Largest number of source bytes under one suffix array (memory: 5 bytes per byte).
     pub sa_window: usize,
     /// Added to the gain a suffix-array match needs over the current alignment to start a new
-    /// one. That gain grows with the seek's size (3 bytes for a seek under 16, 4 under 2 KiB,
-    /// 12 under 256 KiB, 16 beyond; bsdiff uses a flat 8); larger values give fewer, longer
-    /// operations.
+    /// one. That gain grows with the seek's distance (3 bytes under 16, 4 under 256, 8 under
+    /// 2 KiB, 12 under 256 KiB, 16 under 32 MiB, 20 beyond; bsdiff uses a flat 8); larger
+    /// values give fewer, longer operations.
     pub min_gain: usize,
     /// Runs of at least this many identical bytes inside an approximate match become copies
     /// instead of zeros in the diff stream (faster to compress and apply).

@@ -12,10 +12,18 @@ const MAX_SEARCH: usize = 1 << 16;
 const AGREE_WINDOW: usize = 32;
 /// Agreeing bytes in that window above which the scan stays on the current alignment.
 const AGREE_MIN: usize = 30;
-/// Extra gain a new alignment needs by the byte length of its seek varint (index 1..): nearby
-/// realignments (pointer tables shifted by a few entries) are cheap and pay off quickly; far
-/// jumps cost 3-4 control bytes that barely compress.
-const SEEK_GAIN: [isize; 6] = [0, 3, 4, 12, 16, 20];
+/// Extra gain a new alignment needs, by the distance of the seek to it (`(below, gain)`):
+/// nearby realignments (pointer tables shifted by a few entries) are cheap and pay off
+/// quickly; far jumps cost 3-4 control bytes that barely compress. Tuned on the corpus of
+/// `ota/bench/delta.sh` (shared library, executable, ext4 image).
+const SEEK_GAIN: [(usize, isize); 6] = [
+    (16, 3),
+    (256, 4),
+    (2048, 8),
+    (1 << 18, 12),
+    (1 << 25, 16),
+    (usize::MAX, 20),
+];
 /// Equally long matches examined on each side of the one the binary search lands on.
 const TIE_SCAN: usize = 16;
 /// Ties are only examined for matches up to this long (longer ones are rarely ambiguous).
@@ -171,11 +179,14 @@ impl Scanner<'_, '_> {
     }
 
     /// How much a new alignment must beat the current one by: `min_gain` plus the cost of the
-    /// seek to it, which grows with the length of its control varint (`SEEK_GAIN`).
+    /// seek to it, which grows with its distance (`SEEK_GAIN`).
     fn gain_needed(&self, delta: isize) -> isize {
-        let bits = 64 - ((delta.unsigned_abs() as u64) << 3).leading_zeros() as usize;
-        let bytes = bits.div_ceil(7).max(1);
-        self.min_gain + SEEK_GAIN[bytes.min(SEEK_GAIN.len() - 1)]
+        let d = delta.unsigned_abs();
+        let i = SEEK_GAIN
+            .iter()
+            .position(|&(limit, _)| d < limit)
+            .unwrap_or(SEEK_GAIN.len() - 1);
+        self.min_gain + SEEK_GAIN[i].1
     }
 
     /// Whether the alignment `offset` agrees on at least `AGREE_MIN` of the next
