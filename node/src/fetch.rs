@@ -1,7 +1,7 @@
 //! Getting artifact bytes: the [`Fetcher`] trait (one byte range of an artifact into a writer, so a
 //! download resumes from its durable offset, like HTTP `Range`) and [`DirFetcher`], which serves
 //! artifacts from a directory by the last segment of their URL (a USB stick, a mirror, test fixtures).
-//! The HTTP fetcher comes with the transports.
+//! The HTTP fetcher is [`crate::transport::http::HttpFetcher`].
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -30,6 +30,25 @@ pub enum FetchError {
         end: u64,
         /// Actual size.
         size: u64,
+    },
+    /// The artifact changed on the server since earlier ranges were fetched (its ETag or size
+    /// differs): the bytes fetched so far belong to another file and the download must start over.
+    #[error("artifact {url} changed on the server: {reason}")]
+    Changed {
+        /// The URL.
+        url: String,
+        /// What differed.
+        reason: String,
+    },
+    /// The artifact is larger than the agent accepts.
+    #[error("artifact {url} is {size} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
     },
     /// Reading or writing failed (transient: the caller may retry).
     #[error("fetching {url}: {source}")]

@@ -11,7 +11,9 @@
 //! - [`health`]: health checks (command, TCP, HTTP, systemd unit) with timeouts.
 //! - [`clock`]: injected time; [`faults`]: named crash points for power-cut tests.
 
+pub mod app;
 pub mod clock;
+pub mod config;
 pub mod driver;
 pub mod durable;
 pub mod faults;
@@ -21,3 +23,4 @@ pub mod health;
 pub mod identity;
 pub mod install;
 pub mod journal;
+pub mod transport;

@@ -22,6 +22,9 @@ use crate::install::{self, Request};
 /// Name of the download file in the data directory.
 pub const DOWNLOAD_FILE: &str = "download.bundle";
 
+/// How often one download may start over because the artifact changed under it.
+const MAX_RESTARTS: u32 = 2;
+
 impl Driver {
     pub(super) fn perform(&mut self, action: Action) -> Result<(), DriverError> {
         tracing::debug!(action = action.name(), "perform");
@@ -97,10 +100,20 @@ impl Driver {
         // Bytes past the journaled offset may be torn: drop them. A shorter file restarts the download.
         let mut offset = if len >= from { from } else { 0 };
         file.set_len(offset).map_err(durable::io_err(&path, "truncate"))?;
+        let mut restarts = 0;
         while offset < artifact.size {
             let end = artifact.size.min(offset + self.settings.chunk.max(1));
             let bytes = match self.fetch_chunk(artifact, offset, end) {
                 Ok(bytes) => bytes,
+                // The bytes so far belong to an older file: start over (a later crash sees a file
+                // shorter than the journaled offset, which restarts it too).
+                Err(FetchError::Changed { url, reason }) if offset > 0 && restarts < MAX_RESTARTS => {
+                    tracing::warn!(%url, %reason, offset, "artifact changed, downloading again from zero");
+                    restarts += 1;
+                    file.set_len(0).map_err(durable::io_err(&path, "truncate"))?;
+                    offset = 0;
+                    continue;
+                }
                 Err(e) => {
                     self.queue.push_back(Event::DownloadFailed {
                         reason: e.to_string(),

@@ -1,0 +1,109 @@
+//! Building the agent from [`Settings`]: the Linux hardware backends chosen once at start-up, the
+//! driver's settings (trust root read and checked), the server key, and the HTTP fetcher.
+
+use halyard_hardware::block::BlockDevice;
+use halyard_hardware::block::file::FileDevice;
+use halyard_hardware::boot::file::FileEnv;
+use halyard_hardware::boot::grubenv::GrubEnv;
+use halyard_hardware::boot::ubootenv::UBootEnv;
+use halyard_hardware::boot::{BootControl, CurrentSlotSource, EnvBootControl};
+use halyard_hardware::power::{LinuxPower, RebootMethod};
+use halyard_hardware::watchdog::{LinuxWatchdog, Watchdog};
+use halyard_hardware::{BlockError, DeviceError};
+use halyard_ota::limits::Limits;
+use halyard_ota::root::TrustedRoot;
+
+use super::AppError;
+use crate::config::{BootBackend, CurrentSlot, Reboot, Settings};
+use crate::driver::{self, Hardware};
+
+/// The real device as the config describes it.
+pub fn linux_hardware(settings: &Settings) -> Result<Hardware, AppError> {
+    let b = &settings.boot;
+    let current = match &b.current {
+        CurrentSlot::Cmdline(path) => CurrentSlotSource::KernelCmdline(path.clone()),
+        CurrentSlot::Env => CurrentSlotSource::Env,
+    };
+    let boot: Box<dyn BootControl> = match b.backend {
+        BootBackend::Grub => Box::new(EnvBootControl::new(GrubEnv::open_file(&b.env)?, current)),
+        BootBackend::UBoot => Box::new(EnvBootControl::new(
+            UBootEnv::open_fw_env_config(&b.env)?,
+            current,
+        )),
+        BootBackend::File => Box::new(EnvBootControl::new(FileEnv::new(&b.env), current)),
+    };
+    let slot = |path: &std::path::Path| -> Result<Box<dyn BlockDevice>, BlockError> {
+        Ok(Box::new(FileDevice::open_block_device(path)?))
+    };
+    let method = match &b.reboot {
+        Reboot::Syscall => RebootMethod::Syscall,
+        Reboot::Command(program) => RebootMethod::Command(program.clone()),
+    };
+    let watchdog: Box<dyn Watchdog> = match &b.watchdog {
+        Some(path) => Box::new(LinuxWatchdog::open(path)?),
+        None => Box::new(NoWatchdog),
+    };
+    Ok(Hardware {
+        boot,
+        slots: [slot(&settings.slots[0])?, slot(&settings.slots[1])?],
+        power: Box::new(LinuxPower::new(method)),
+        watchdog,
+    })
+}
+
+/// A device without a hardware watchdog: nothing to pet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoWatchdog;
+
+impl Watchdog for NoWatchdog {
+    fn keepalive(&mut self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+    fn set_timeout(&mut self, timeout: std::time::Duration) -> Result<std::time::Duration, DeviceError> {
+        Ok(timeout)
+    }
+    fn timeout(&mut self) -> Result<std::time::Duration, DeviceError> {
+        Ok(std::time::Duration::ZERO)
+    }
+    fn disarm(&mut self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+}
+
+/// The driver's settings: the config plus the trust root, checked against `now` (Unix seconds).
+pub fn driver_settings(settings: &Settings, now: u64) -> Result<driver::Settings, AppError> {
+    let limits = Limits::default();
+    let bytes = std::fs::read(&settings.trust_root).map_err(|e| AppError::Trust {
+        path: settings.trust_root.clone(),
+        reason: e.to_string(),
+    })?;
+    let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(now).unwrap_or(i64::MAX))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let root = TrustedRoot::from_bytes(&bytes, at, &limits).map_err(|e| AppError::Trust {
+        path: settings.trust_root.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(driver::Settings {
+        data_dir: settings.data_dir.clone(),
+        product: settings.product.clone(),
+        hardware_class: settings.hardware_class.clone(),
+        root,
+        limits,
+        policy: settings.policy,
+        health: settings.health.clone(),
+        chunk: settings.chunk,
+        fetch_attempts: settings.fetch_attempts,
+        factory: settings.factory.clone(),
+    })
+}
+
+/// The server's Ed25519 public key from its SPKI PEM file.
+pub fn server_key(path: &std::path::Path) -> Result<ed25519_dalek::VerifyingKey, AppError> {
+    let fail = |reason: String| AppError::Trust {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let key = halyard_ota::keys::PublicKey::from_pem(&pem).map_err(|e| fail(e.to_string()))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&key.to_raw()).map_err(|e| fail(e.to_string()))
+}

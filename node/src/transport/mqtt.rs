@@ -1,0 +1,203 @@
+//! The MQTT event loop (rumqttc 0.25, MQTT 3.1.1), kept thin: one thread drives the connection,
+//! subscribes to the device's `desired` topic after every ConnAck, hands arrivals to the agent over a
+//! channel and sleeps a jittered backoff after each connection error. Verification and sealing are
+//! in [`super::codec`]; the agent publishes through [`Mqtt::publish`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Packet, QoS};
+
+use super::codec::{Publication, backoff};
+use crate::config::MqttSettings;
+
+/// What the connection thread reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// (Re)connected and subscribed: publish presence and the current report again.
+    Connected,
+    /// A message on a subscribed topic.
+    Message {
+        /// Topic.
+        topic: String,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// Publishing failed (the client's request channel is closed).
+#[derive(Debug, thiserror::Error)]
+#[error("MQTT publish on {topic}: {reason}")]
+pub struct PublishError {
+    /// Topic.
+    pub topic: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A running MQTT connection.
+pub struct Mqtt {
+    client: Client,
+    inbound: Receiver<Inbound>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Mqtt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mqtt").finish_non_exhaustive()
+    }
+}
+
+impl Mqtt {
+    /// Connect as `client_id`, with `will` as the last will, subscribing to `subscribe`.
+    pub fn start(settings: &MqttSettings, client_id: &str, subscribe: &str, will: Publication) -> Self {
+        let mut options = MqttOptions::new(client_id, settings.host.clone(), settings.port);
+        options
+            .set_keep_alive(settings.keep_alive)
+            .set_clean_session(true)
+            .set_last_will(LastWill::new(
+                will.topic,
+                will.payload,
+                QoS::AtLeastOnce,
+                will.retain,
+            ));
+        let (client, connection) = Client::new(options, 64);
+        let (tx, inbound) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            client: client.clone(),
+            subscribe: subscribe.to_owned(),
+            tx,
+            stop: stop.clone(),
+            settings: settings.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("mqtt".into())
+            .spawn(move || worker.run(connection))
+            .ok();
+        Self {
+            client,
+            inbound,
+            stop,
+            thread,
+        }
+    }
+
+    /// Queue a QoS 1 publication (sent once connected).
+    pub fn publish(&self, p: Publication) -> Result<(), PublishError> {
+        tracing::debug!(topic = %p.topic, retain = p.retain, bytes = p.payload.len(), "publish");
+        self.client
+            .publish(p.topic.clone(), QoS::AtLeastOnce, p.retain, p.payload)
+            .map_err(|e| PublishError {
+                topic: p.topic,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The next arrival within `timeout`; `None` on timeout or when the thread has gone.
+    pub fn recv(&self, timeout: Duration) -> Option<Inbound> {
+        match self.inbound.recv_timeout(timeout) {
+            Ok(inbound) => Some(inbound),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                None
+            }
+        }
+    }
+
+    /// Disconnect cleanly (no last will) and stop the thread.
+    pub fn shutdown(mut self) {
+        if let Err(e) = self.client.try_disconnect() {
+            tracing::debug!(error = %e, "disconnect request");
+        }
+        // Let the loop flush the queued publications and the DISCONNECT before stopping it.
+        std::thread::sleep(Duration::from_millis(200));
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("mqtt thread panicked");
+        }
+    }
+}
+
+struct Worker {
+    client: Client,
+    subscribe: String,
+    tx: Sender<Inbound>,
+    stop: Arc<AtomicBool>,
+    settings: MqttSettings,
+}
+
+impl Worker {
+    fn run(self, mut connection: Connection) {
+        let mut failures = 0u32;
+        while !self.stop.load(Ordering::SeqCst) {
+            let event = match connection.recv_timeout(Duration::from_millis(250)) {
+                Ok(event) => event,
+                Err(rumqttc::RecvTimeoutError::Timeout) => continue,
+                Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    tracing::info!(host = %self.settings.host, port = self.settings.port, "mqtt connected");
+                    if let Err(e) = self
+                        .client
+                        .try_subscribe(self.subscribe.clone(), QoS::AtLeastOnce)
+                    {
+                        tracing::warn!(error = %e, "subscribe");
+                    }
+                    if self.tx.send(Inbound::Connected).is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let msg = Inbound::Message {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                    };
+                    if self.tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let delay = backoff(
+                        failures,
+                        self.settings.reconnect_min,
+                        self.settings.reconnect_max,
+                        noise(),
+                    );
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, ?delay, failures, "mqtt connection lost, reconnecting");
+                    self.sleep(delay);
+                }
+            }
+        }
+    }
+
+    /// Sleep in short steps so a shutdown is not held up by a long backoff.
+    fn sleep(&self, total: Duration) {
+        let step = Duration::from_millis(100);
+        let mut left = total;
+        while !left.is_zero() && !self.stop.load(Ordering::SeqCst) {
+            let now = left.min(step);
+            std::thread::sleep(now);
+            left -= now;
+        }
+    }
+}
+
+fn noise() -> u64 {
+    let mut buf = [0u8; 8];
+    if getrandom::fill(&mut buf).is_err() {
+        return 0;
+    }
+    u64::from_le_bytes(buf)
+}
