@@ -1,0 +1,134 @@
+//! The pure half of the MQTT transport: what the inbox accepts, ignores and rejects, how outgoing
+//! messages are sealed and where they go, and the reconnect backoff's bounds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use halyard_node::driver::Outgoing;
+use halyard_node::transport::codec::{Inbox, Rejected, backoff, presence, seal};
+use halyard_protocol::topics::Topic;
+use halyard_protocol::{
+    AgentState, Desired, DesiredAction, DeviceId, Envelope, EnvelopeError, Event, Presence,
+};
+
+fn device() -> DeviceId {
+    DeviceId::new("pos-7").unwrap()
+}
+
+fn server() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+fn desired(seq: u64, key: &SigningKey, to: &DeviceId) -> Vec<u8> {
+    let d = Desired {
+        rollout: Some(format!("r{seq}")),
+        action: DesiredAction::Stay,
+    };
+    Envelope::seal(&d, to, seq, key).unwrap().encode()
+}
+
+#[test]
+fn inbox_accepts_fresh_ignores_duplicates_and_rejects_the_rest() {
+    let mut inbox = Inbox::new(device(), server().verifying_key());
+    let topic = Topic::Desired.for_device(&device());
+    assert_eq!(inbox.topic(), topic);
+    let got = inbox
+        .accept(&topic, &desired(5, &server(), &device()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.rollout.as_deref(), Some("r5"));
+    assert!(
+        inbox
+            .accept(&topic, &desired(5, &server(), &device()))
+            .unwrap()
+            .is_none(),
+        "redelivery"
+    );
+    let stale = inbox
+        .accept(&topic, &desired(4, &server(), &device()))
+        .unwrap_err();
+    assert!(
+        matches!(stale, Rejected::Envelope(EnvelopeError::Stale { .. })),
+        "{stale}"
+    );
+    let forged = inbox
+        .accept(&topic, &desired(9, &SigningKey::from_bytes(&[2; 32]), &device()))
+        .unwrap_err();
+    assert!(
+        matches!(forged, Rejected::Envelope(EnvelopeError::BadSignature { .. })),
+        "{forged}"
+    );
+    let other = DeviceId::new("pos-8").unwrap();
+    let err = inbox.accept(&topic, &desired(9, &server(), &other)).unwrap_err();
+    assert!(matches!(err, Rejected::Device { .. }), "{err}");
+    let err = inbox
+        .accept(
+            &Topic::Report.for_device(&device()),
+            &desired(9, &server(), &device()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Rejected::Topic { .. }), "{err}");
+    assert!(inbox.accept(&topic, b"not json").is_err());
+    assert_eq!(
+        inbox
+            .accept(&topic, &desired(6, &server(), &device()))
+            .unwrap()
+            .unwrap()
+            .rollout
+            .as_deref(),
+        Some("r6")
+    );
+}
+
+#[test]
+fn outgoing_messages_are_signed_for_their_topics() {
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let event = Event {
+        at: 1,
+        rollout: None,
+        from: AgentState::Idle,
+        to: AgentState::Installing {
+            version: "2.0.0".into(),
+        },
+        reason: None,
+    };
+    let p = seal(&Outgoing::Event(event.clone()), &device(), 17, &key).unwrap();
+    assert_eq!(
+        (p.topic.as_str(), p.retain),
+        ("halyard/v1/devices/pos-7/events", false)
+    );
+    let env = Envelope::decode(&p.payload).unwrap();
+    assert_eq!(env.seq, 17);
+    assert_eq!(env.open::<Event>(&key.verifying_key()).unwrap(), event);
+    let will = presence(false, 9, &device(), 18, &key).unwrap();
+    assert_eq!(
+        (will.topic.as_str(), will.retain),
+        ("halyard/v1/devices/pos-7/presence", true)
+    );
+    let p: Presence = Envelope::decode(&will.payload)
+        .unwrap()
+        .open(&key.verifying_key())
+        .unwrap();
+    assert_eq!(p, Presence { online: false, at: 9 });
+}
+
+#[test]
+fn backoff_doubles_to_the_cap_with_jitter_in_the_upper_half() {
+    let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+    for attempt in 0..20 {
+        let ceiling = (min * 2u32.pow(attempt.min(16))).min(max);
+        for noise in [0, 1, 12_345, u64::MAX] {
+            let d = backoff(attempt, min, max, noise);
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "attempt {attempt}: {d:?} vs {ceiling:?}"
+            );
+        }
+    }
+    assert_ne!(
+        backoff(3, min, max, 1),
+        backoff(3, min, max, 2_000),
+        "noise spreads the fleet"
+    );
+}
