@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Property tests: `apply(diff(a, b), a) == b` on random and structured inputs.
 
-use halyard_ota::delta::{self, BlockPass, DiffOptions};
+use halyard_ota::delta::{self, BlockPass, DiffOptions, Transform};
 use proptest::prelude::*;
 
 fn round_trip_with(old: &[u8], new: &[u8], opts: &DiffOptions) -> usize {
@@ -33,6 +33,11 @@ fn round_trip(old: &[u8], new: &[u8]) -> usize {
             ..DiffOptions::default()
         },
     );
+    let plain = DiffOptions {
+        transform: Transform::None,
+        ..small_opts()
+    };
+    round_trip_with(old, new, &plain);
     for pass in [BlockPass::Always, BlockPass::Never] {
         round_trip_with(
             old,
@@ -221,4 +226,32 @@ fn large_streams_compressed_as_several_frames_round_trip() {
         ..DiffOptions::default()
     };
     round_trip_with(&old, &new, &opts);
+}
+
+#[test]
+fn x86_displacements_across_chunk_boundaries_round_trip() {
+    // Dense call/jcc/RIP-relative patterns in a source larger than apply's 64 KiB chunks, so
+    // instructions straddle chunk ends; every displacement changes by a small amount.
+    let mut old = noise(300_000, 13);
+    for i in (0..old.len() - 8).step_by(5) {
+        match (i / 5) % 3 {
+            0 => old[i] = 0xe8,
+            1 => old[i..i + 2].copy_from_slice(&[0x0f, 0x84]),
+            _ => old[i..i + 3].copy_from_slice(&[0x48, 0x8d, 0x05]),
+        }
+    }
+    let mut new = old.clone();
+    for i in (0..new.len() - 8).step_by(5) {
+        new[i + 3] = new[i + 3].wrapping_add(0xf0);
+    }
+    for transform in [Transform::X86, Transform::None] {
+        round_trip_with(
+            &old,
+            &new,
+            &DiffOptions {
+                transform,
+                ..DiffOptions::default()
+            },
+        );
+    }
 }

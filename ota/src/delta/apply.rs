@@ -9,9 +9,10 @@ use std::io::{BufReader, Read, Write};
 use sha2::{Digest as _, Sha256};
 
 use super::error::{DeltaError, Digest};
-use super::format::{self, PatchHeader, compress_bound, get_varint, read_varint, unzigzag};
+use super::format::{self, PatchHeader, Transform, compress_bound, get_varint, read_varint, unzigzag};
 use super::source::SourceRead;
 use super::stream::StreamDecoder;
+use super::x86;
 use super::{ApplyOptions, ApplyStats, SourceCheck};
 
 /// Size of the source, diff and output buffers.
@@ -136,6 +137,8 @@ struct Applier<'s, S: ?Sized, W> {
     ctrl_buf: [u8; CTRL_BUF],
     ctrl_pos: usize,
     ctrl_len: usize,
+    /// Displacement positions of the current add chunk (at most `IO_BUF / 5`).
+    fields: Vec<u32>,
     stats: ApplyStats,
 }
 
@@ -160,6 +163,7 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
             ctrl_buf: [0; CTRL_BUF],
             ctrl_pos: 0,
             ctrl_len: 0,
+            fields: Vec::with_capacity(IO_BUF / 5 + 1),
             stats: ApplyStats {
                 patch_bytes: format::HEADER_LEN as u64,
                 ..ApplyStats::default()
@@ -264,19 +268,36 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
             self.source
                 .read_exact_at(&mut self.src_buf[..c], self.cursor)
                 .map_err(DeltaError::io("reading the source"))?;
-            if add {
-                self.streams[1].read(&mut self.diff_buf[..c])?;
-                self.src_buf[..c]
-                    .iter_mut()
-                    .zip(&self.diff_buf[..c])
-                    .for_each(|(s, d)| *s = s.wrapping_add(*d));
-            }
-            self.emit_src(c)?;
-            self.cursor += c as u64;
-            self.stats.source_bytes_read += c as u64;
-            left -= c as u64;
+            let m = if add {
+                self.add_chunk(c, c as u64 == left)?
+            } else {
+                c
+            };
+            self.emit_src(m)?;
+            self.cursor += m as u64;
+            self.stats.source_bytes_read += m as u64;
+            left -= m as u64;
         }
         Ok(())
+    }
+
+    /// Turns `src_buf[..c]` into target bytes with the diff stream; returns how many bytes it
+    /// finished (less than `c` when an x86 instruction may straddle the chunk's end).
+    fn add_chunk(&mut self, c: usize, last: bool) -> Result<usize, DeltaError> {
+        if self.header.transform == Transform::None {
+            self.streams[1].read(&mut self.diff_buf[..c])?;
+            let (src, diff) = (&mut self.src_buf[..c], &self.diff_buf[..c]);
+            src.iter_mut()
+                .zip(diff)
+                .for_each(|(s, d)| *s = s.wrapping_add(*d));
+            return Ok(c);
+        }
+        self.fields.clear();
+        let fields = &mut self.fields;
+        let m = x86::walk(&self.src_buf[..c], last, |p| fields.push(p as u32));
+        self.streams[1].read(&mut self.diff_buf[..m])?;
+        x86::decode(&mut self.src_buf[..m], &mut self.diff_buf[..m], &self.fields);
+        Ok(m)
     }
 
     /// Appends `src_buf[..c]` to the target.

@@ -41,6 +41,7 @@ pub fn diff<W: Write>(old: &[u8], new: &[u8], opts: &DiffOptions, out: W) -> Res
         target_sha256,
         window_logs: opts.window_logs,
         segment_cap: opts.segment_cap,
+        transform: opts.transform,
     };
     let mut stats = DiffStats::default();
     let started = std::time::Instant::now();

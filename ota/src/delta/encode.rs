@@ -8,8 +8,9 @@ use std::io::Write;
 use std::ops::Range;
 
 use super::error::DeltaError;
-use super::format::{self, PatchHeader, put_varint, zigzag};
+use super::format::{self, PatchHeader, Transform, put_varint, zigzag};
 use super::plan::Op;
+use super::x86;
 use super::{DiffOptions, DiffStats};
 
 /// Longest control record sequence one op can produce (a seek and the op, 10 bytes each).
@@ -25,7 +26,7 @@ struct Chunk {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
     Control,
-    Diff,
+    Diff(Transform),
     Extra,
 }
 
@@ -148,9 +149,12 @@ fn fill(
             (Stream::Control, Op::Insert { len }) => {
                 put_varint(buf, ((len as u64) << 2) | format::KIND_INSERT)
             }
-            (Stream::Diff, Op::Add { old: o, len }) => {
+            (Stream::Diff(transform), Op::Add { old: o, len }) => {
                 let (s, t) = (&old[o..o + len], &new[*npos..*npos + len]);
-                buf.extend(s.iter().zip(t).map(|(a, b)| b.wrapping_sub(*a)));
+                match transform {
+                    Transform::None => buf.extend(s.iter().zip(t).map(|(a, b)| b.wrapping_sub(*a))),
+                    Transform::X86 => x86::encode(s, t, buf),
+                }
             }
             (Stream::Extra, Op::Insert { len }) => buf.extend_from_slice(&new[*npos..*npos + len]),
             _ => {}
@@ -230,7 +234,7 @@ fn parts(kind: Stream, ops: &[Op], segs: &[Range<usize>], threads: usize) -> Vec
         ops[seg.clone()]
             .iter()
             .map(|op| match (kind, *op) {
-                (Stream::Diff, Op::Add { len, .. }) | (Stream::Extra, Op::Insert { len }) => len,
+                (Stream::Diff(_), Op::Add { len, .. }) | (Stream::Extra, Op::Insert { len }) => len,
                 _ => 0,
             })
             .sum()
@@ -263,7 +267,7 @@ fn compress_streams(
     opts: &DiffOptions,
 ) -> Vec<std::io::Result<Vec<Chunk>>> {
     let starts = segment_starts(ops, segs);
-    let kinds = [Stream::Control, Stream::Diff, Stream::Extra];
+    let kinds = [Stream::Control, Stream::Diff(header.transform), Stream::Extra];
     std::thread::scope(|s| {
         let handles: Vec<Vec<_>> = kinds
             .iter()

@@ -38,6 +38,17 @@ pub const KIND_SEEK: u64 = 3;
 /// The three compressed streams of a patch, in the order their chunks appear in a segment.
 pub const STREAMS: [&str; 3] = ["control", "diff", "extra"];
 
+/// How the diff bytes of add records are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transform {
+    /// Byte-wise: `diff = new - old` (mod 256).
+    None,
+    /// Byte-wise, except x86 32-bit displacements found in the source, which are subtracted
+    /// as 32-bit numbers (see `docs/delta-format.md`).
+    #[default]
+    X86,
+}
+
 /// The fixed header at the start of every patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatchHeader {
@@ -53,6 +64,8 @@ pub struct PatchHeader {
     pub window_logs: [u8; 3],
     /// Largest raw size of any stream's chunk within one segment.
     pub segment_cap: u32,
+    /// How add records' diff bytes are computed.
+    pub transform: Transform,
 }
 
 impl PatchHeader {
@@ -67,7 +80,11 @@ impl PatchHeader {
         b[24..56].copy_from_slice(&self.source_sha256);
         b[56..64].copy_from_slice(&self.target_size.to_le_bytes());
         b[64..96].copy_from_slice(&self.target_sha256);
-        // b[96..100] is reserved and must be zero.
+        b[96] = match self.transform {
+            Transform::None => 0,
+            Transform::X86 => 1,
+        };
+        // b[97..100] is reserved and must be zero.
         b
     }
 
@@ -94,7 +111,16 @@ impl PatchHeader {
                 what: "segment cap out of range",
             });
         }
-        if b[96..100] != [0; 4] {
+        let transform = match b[96] {
+            0 => Transform::None,
+            1 => Transform::X86,
+            _ => {
+                return Err(DeltaError::Corrupt {
+                    what: "unknown add transform",
+                });
+            }
+        };
+        if b[97..100] != [0; 3] {
             return Err(DeltaError::Corrupt {
                 what: "reserved header bytes are not zero",
             });
@@ -106,6 +132,7 @@ impl PatchHeader {
             target_sha256: arr(&b[64..96]),
             window_logs,
             segment_cap,
+            transform,
         })
     }
 
@@ -245,6 +272,7 @@ mod tests {
             target_sha256: [2; 32],
             window_logs: [20, 22, 22],
             segment_cap: 1 << 19,
+            transform: Transform::X86,
         };
         assert_eq!(PatchHeader::from_bytes(&h.to_bytes()).ok(), Some(h));
     }

@@ -7,6 +7,7 @@
 //! - `plan`: the list of copy / add / insert operations the passes produce.
 //! - `diff` / `encode`: builds the plan and writes it as three zstd streams in segments.
 //! - `apply` / `stream`: the constant-memory decoder; `source`: random reads of the source.
+//! - `x86`: optional 32-bit treatment of x86 displacements in add records.
 //! - `error`: `DeltaError`.
 
 mod apply;
@@ -19,12 +20,14 @@ mod plan;
 mod source;
 mod stream;
 mod sufarray;
+mod x86;
 
 pub use apply::{apply, apply_with};
 pub use diff::diff;
 pub use error::{DeltaError, Digest};
 pub use format::{
-    HEADER_LEN, MAGIC, MAX_SEGMENT_CAP, MAX_WINDOW_LOG, PatchHeader, VERSION, compress_bound, read_header,
+    HEADER_LEN, MAGIC, MAX_SEGMENT_CAP, MAX_WINDOW_LOG, PatchHeader, Transform, VERSION, compress_bound,
+    read_header,
 };
 pub use source::SourceRead;
 
@@ -77,6 +80,8 @@ pub struct DiffOptions {
     /// Runs of at least this many identical bytes inside an approximate match become copies
     /// instead of zeros in the diff stream (faster to compress and apply).
     pub copy_run: usize,
+    /// How add records' diff bytes are computed (x86 displacements as 32-bit numbers by default).
+    pub transform: Transform,
     /// Threads for matching (compression always uses one thread per stream).
     pub threads: usize,
 }
@@ -92,6 +97,7 @@ impl Default for DiffOptions {
             sa_window: 80 << 20,
             min_gain: 0,
             copy_run: 256,
+            transform: Transform::X86,
             threads: 2,
         }
     }
