@@ -1,6 +1,6 @@
 //! Halyard device agent (`halyard-agent`), as a library the binary and the simulator share.
 //!
-//! Module map (issue 4; config, transports and the binary come later):
+//! Module map (pure core, I/O shell):
 //! - [`fsm`]: the pure state machine `Idle → Downloading → Installing → Staged → Rebooting → Trial →
 //!   Committed` (plus `RolledBack`, `Failed`); its table is `docs/agent-fsm.md`.
 //! - [`driver`]: performs the state machine's actions against injected hardware, fetcher and clock.
@@ -10,6 +10,12 @@
 //! - [`install`]: verify a downloaded bundle and stream its image into the inactive slot.
 //! - [`health`]: health checks (command, TCP, HTTP, systemd unit) with timeouts.
 //! - [`clock`]: injected time; [`faults`]: named crash points for power-cut tests.
+//! - [`config`]: layered TOML (shipped defaults, `/etc/halyard/agent.toml`, `agent.d/` drop-ins)
+//!   validated into typed settings.
+//! - [`transport`]: the HTTP range fetcher, the MQTT event loop and the pure codec between them and
+//!   the signed envelopes of `halyard-protocol`.
+//! - [`app`]: what the binary runs (`run`, `status`, offline `install`), the agent loop
+//!   ([`app::Link`]) and the Linux backends chosen from config.
 
 pub mod app;
 pub mod clock;

@@ -163,7 +163,10 @@ pub fn install_file(settings: &Settings, bundle: &Path, hardware: Hardware) -> R
     };
     let halt = driver.desired(Some("offline".into()), action)?;
     tracing::info!(state = driver.state().name(), "offline install settled");
-    Ok(halt)
+    match halt {
+        Halt::Rebooting => Ok(halt),
+        Halt::Waiting => Err(fail(format!("not installed, the agent is {:?}", driver.state()))),
+    }
 }
 
 fn file_digest(path: &Path) -> std::io::Result<(Sha256, u64)> {

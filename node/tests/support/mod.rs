@@ -72,6 +72,11 @@ fn key(n: u8) -> PrivateKey {
 }
 
 pub fn trusted_root() -> TrustedRoot {
+    TrustedRoot::from_bytes(&root_json(), datetime!(2026-06-01 00:00 UTC), &Limits::DEFAULT).unwrap()
+}
+
+/// The signed `root.json` behind [`trusted_root`].
+pub fn root_json() -> Vec<u8> {
     let signed = RootSigned::new(
         datetime!(2031-01-01 00:00 UTC),
         (&[key(1).public()], 1),
@@ -80,7 +85,7 @@ pub fn trusted_root() -> TrustedRoot {
     .unwrap();
     let mut file = RootFile::unsigned(signed);
     file.sign(&key(1));
-    TrustedRoot::from_bytes(&file.to_json(), datetime!(2026-06-01 00:00 UTC), &Limits::DEFAULT).unwrap()
+    file.to_json()
 }
 
 fn sign_bundle(version: &str, security_version: u64, payload: Payload, bytes: &[u8]) -> Vec<u8> {
