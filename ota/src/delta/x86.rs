@@ -9,22 +9,27 @@
 /// Longest instruction the walker recognises (REX + opcode + ModRM + disp32).
 pub(crate) const MAX_INSN: usize = 7;
 
-/// Opcodes (after a REX.W prefix) whose ModRM may address RIP + disp32.
-const RIP_OPS: [u8; 12] = [
-    0x8b, 0x8d, 0x89, 0x3b, 0x39, 0x03, 0x2b, 0x33, 0x0b, 0x23, 0x85, 0x63,
+/// One-byte opcodes whose ModRM may address RIP + disp32 (mov, lea, alu ops, test, movsxd,
+/// indirect call/jmp, immediate forms).
+const RIP_OPS: [u8; 29] = [
+    0x8b, 0x8d, 0x89, 0x3b, 0x39, 0x03, 0x01, 0x2b, 0x29, 0x33, 0x31, 0x0b, 0x09, 0x23, 0x21, 0x85, 0x63,
+    0xff, 0xc7, 0x83, 0x81, 0x80, 0xc6, 0x88, 0x8a, 0x84, 0x38, 0x3a, 0xf7,
 ];
 
-/// `(offset of the disp32 field, instruction length)` when one of the recognised instructions
-/// starts at `s[0]` and fits in `s`.
+/// Whether a ModRM byte addresses RIP + disp32 (mod 00, r/m 101).
+fn rip(modrm: u8) -> bool {
+    modrm & 0xc7 == 0x05
+}
+
+/// `(offset of the disp32 field, bytes up to its end)` when one of the recognised instructions
+/// starts at `s[0]` and its displacement fits in `s`.
 fn insn_at(s: &[u8]) -> Option<(usize, usize)> {
     match *s {
         [0xe8 | 0xe9, _, _, _, _, ..] => Some((1, 5)),
         [0x0f, 0x80..=0x8f, _, _, _, _, ..] => Some((2, 6)),
-        [0x48 | 0x49 | 0x4c | 0x4d, op, modrm, _, _, _, _, ..]
-            if RIP_OPS.contains(&op) && modrm & 0xc7 == 0x05 =>
-        {
-            Some((3, 7))
-        }
+        [0x40..=0x4f, op, m, _, _, _, _, ..] if RIP_OPS.contains(&op) && rip(m) => Some((3, 7)),
+        [0x0f, _, m, _, _, _, _, ..] if rip(m) => Some((3, 7)),
+        [op, m, _, _, _, _, ..] if RIP_OPS.contains(&op) && rip(m) => Some((2, 6)),
         _ => None,
     }
 }
