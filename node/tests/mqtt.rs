@@ -64,6 +64,7 @@ struct TestServer {
     rx: Receiver<(Topic, Envelope)>,
     device: DeviceId,
     seq: u64,
+    online: std::cell::Cell<u32>,
 }
 
 impl TestServer {
@@ -108,6 +109,7 @@ impl TestServer {
             rx,
             device: device.clone(),
             seq: 100,
+            online: std::cell::Cell::new(0),
         }
     }
 
@@ -145,7 +147,9 @@ impl TestServer {
                     let _: Report = env.open(device_key).expect("reports are signed by the device");
                 }
                 Topic::Presence => {
-                    let _: Presence = env.open(device_key).expect("presence is signed by the device");
+                    let p: Presence = env.open(device_key).expect("presence is signed by the device");
+                    assert!(p.online, "the agent is running: {p:?}");
+                    self.online.set(self.online.get() + 1);
                 }
                 Topic::Desired => assert_eq!(env.kind, Kind::Desired),
             }
@@ -175,7 +179,7 @@ fn spawn_agent(device: Device, identity: &Identity, stop: Arc<AtomicBool>) -> Jo
     std::thread::spawn(move || {
         let clock = Arc::new(device.clock.clone());
         let server = server_key().verifying_key();
-        let mut link = Link::connect(&mqtt_settings(), id, key, seq, server, clock).unwrap();
+        let mut link = Link::connect(&mqtt_settings(), id, key, seq, server, clock);
         let rail = PowerRail::always_on();
         while !stop.load(Ordering::SeqCst) {
             device.bootloader(&rail).unwrap();
@@ -283,6 +287,7 @@ fn signed_desired_installs_the_delta_and_commits_forged_one_is_ignored() {
     );
     stop.store(true, Ordering::SeqCst);
     let device = agent.join().unwrap();
+    assert!(server.online.get() >= 1, "a signed online presence was published");
     server.clean_up();
 
     let path: Vec<_> = seen.iter().map(|e| format!("{:?}", e.to)).collect();
@@ -345,9 +350,12 @@ fn failing_health_check_rolls_back_and_reports_the_reason() {
         reason.contains("/bin/false"),
         "reason names the failing check: {reason}"
     );
+    // The event precedes the reboot, so check the boot flags rather than the running slot.
+    let boot = device.boot_env();
+    assert!(!boot.state(halyard_hardware::Slot::B).bootable, "{boot:?}");
     assert_eq!(
-        current_slot(&device),
+        device.bootloader(&PowerRail::always_on()).unwrap(),
         halyard_hardware::Slot::A,
-        "back on the old slot"
+        "the next boot is the old slot"
     );
 }

@@ -3,8 +3,8 @@
 //! and a fresh sequence number and published; on every (re)connect the presence and the last report
 //! are published again (both retained).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -16,7 +16,7 @@ use crate::config::MqttSettings;
 use crate::driver::{Driver, Halt, Outgoing};
 use crate::identity::SeqCounter;
 use crate::transport::codec::{self, Inbox};
-use crate::transport::mqtt::{Inbound, Mqtt};
+use crate::transport::mqtt::{Inbound, Mqtt, PresenceSigner};
 
 /// The connection to the server, as the agent loop uses it.
 #[derive(Debug)]
@@ -25,33 +25,32 @@ pub struct Link {
     inbox: Inbox,
     device: DeviceId,
     key: SigningKey,
-    seq: SeqCounter,
-    clock: Arc<dyn Clock>,
+    seq: Arc<Mutex<SeqCounter>>,
     last_report: Option<Report>,
 }
 
 impl Link {
-    /// Connect to the broker with a pre-signed offline last will.
+    /// Connect to the broker; every connection carries a pre-signed offline last will.
     pub fn connect(
         settings: &MqttSettings,
         device: DeviceId,
         key: SigningKey,
-        mut seq: SeqCounter,
+        seq: SeqCounter,
         server_key: VerifyingKey,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, AppError> {
+    ) -> Self {
         let inbox = Inbox::new(device.clone(), server_key);
-        let will = codec::presence(false, clock.now(), &device, seq.next_seq()?, &key)?;
-        let mqtt = Mqtt::start(settings, device.as_str(), inbox.topic(), will);
-        Ok(Self {
+        let seq = Arc::new(Mutex::new(seq));
+        let signer = presence_signer(device.clone(), key.clone(), seq.clone(), clock);
+        let mqtt = Mqtt::start(settings, device.as_str(), inbox.topic(), signer);
+        Self {
             mqtt,
             inbox,
             device,
             key,
             seq,
-            clock,
             last_report: None,
-        })
+        }
     }
 
     /// Run until the driver asks for a reboot or `stop` is set; timers run every `tick`.
@@ -98,14 +97,6 @@ impl Link {
     }
 
     fn announce(&mut self) -> Result<(), AppError> {
-        let online = codec::presence(
-            true,
-            self.clock.now(),
-            &self.device,
-            self.seq.next_seq()?,
-            &self.key,
-        )?;
-        self.mqtt.publish(online)?;
         if let Some(report) = self.last_report.clone() {
             self.send(&Outgoing::Report(report))?;
         }
@@ -123,8 +114,36 @@ impl Link {
     }
 
     fn send(&mut self, msg: &Outgoing) -> Result<(), AppError> {
-        let publication = codec::seal(msg, &self.device, self.seq.next_seq()?, &self.key)?;
+        let seq = self
+            .seq
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_seq()?;
+        let publication = codec::seal(msg, &self.device, seq, &self.key)?;
         self.mqtt.publish(publication)?;
         Ok(())
     }
+}
+
+/// Online (n) and offline (n + 1) presence, signed for one connection attempt.
+fn presence_signer(
+    device: DeviceId,
+    key: SigningKey,
+    seq: Arc<Mutex<SeqCounter>>,
+    clock: Arc<dyn Clock>,
+) -> PresenceSigner {
+    Box::new(move || {
+        let pair = || -> Result<_, AppError> {
+            let mut seq = seq.lock().unwrap_or_else(PoisonError::into_inner);
+            let (online, offline) = (seq.next_seq()?, seq.next_seq()?);
+            let now = clock.now();
+            Ok((
+                codec::presence(true, now, &device, online, &key)?,
+                codec::presence(false, now, &device, offline, &key)?,
+            ))
+        };
+        pair()
+            .inspect_err(|e| tracing::error!(error = %e, "signing presence"))
+            .ok()
+    })
 }

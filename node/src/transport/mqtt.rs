@@ -2,6 +2,11 @@
 //! subscribes to the device's `desired` topic after every ConnAck, hands arrivals to the agent over a
 //! channel and sleeps a jittered backoff after each connection error. Verification and sealing are
 //! in [`super::codec`]; the agent publishes through [`Mqtt::publish`].
+//!
+//! Presence: before every (re)connect the loop asks for a fresh pair of signed presence messages,
+//! online (sequence n) and offline (n + 1). The offline one becomes the last will of that connection
+//! and the online one is published after its ConnAck, so the will a broker fires is always newer than
+//! the online message before it and a server's sequence check accepts both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,22 +58,24 @@ impl std::fmt::Debug for Mqtt {
 }
 
 impl Mqtt {
-    /// Connect as `client_id`, with `will` as the last will, subscribing to `subscribe`.
-    pub fn start(settings: &MqttSettings, client_id: &str, subscribe: &str, will: Publication) -> Self {
+    /// Connect as `client_id`, subscribing to `subscribe`; `presence` signs (online, offline-will)
+    /// pairs, one per connection attempt.
+    pub fn start(
+        settings: &MqttSettings,
+        client_id: &str,
+        subscribe: &str,
+        presence: PresenceSigner,
+    ) -> Self {
         let mut options = MqttOptions::new(client_id, settings.host.clone(), settings.port);
         options
             .set_keep_alive(settings.keep_alive)
-            .set_clean_session(true)
-            .set_last_will(LastWill::new(
-                will.topic,
-                will.payload,
-                QoS::AtLeastOnce,
-                will.retain,
-            ));
+            .set_clean_session(true);
         let (client, connection) = Client::new(options, 64);
         let (tx, inbound) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
+            presence,
+            online: None,
             client: client.clone(),
             subscribe: subscribe.to_owned(),
             tx,
@@ -126,7 +133,12 @@ impl Mqtt {
     }
 }
 
+/// Signs a fresh (online, offline) presence pair; `None` when signing failed (logged by the signer).
+pub type PresenceSigner = Box<dyn FnMut() -> Option<(Publication, Publication)> + Send>;
+
 struct Worker {
+    presence: PresenceSigner,
+    online: Option<Publication>,
     client: Client,
     subscribe: String,
     tx: Sender<Inbound>,
@@ -135,8 +147,9 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(self, mut connection: Connection) {
+    fn run(mut self, mut connection: Connection) {
         let mut failures = 0u32;
+        self.arm(&mut connection);
         while !self.stop.load(Ordering::SeqCst) {
             let event = match connection.recv_timeout(Duration::from_millis(250)) {
                 Ok(event) => event,
@@ -153,6 +166,7 @@ impl Worker {
                     {
                         tracing::warn!(error = %e, "subscribe");
                     }
+                    self.announce();
                     if self.tx.send(Inbound::Connected).is_err() {
                         return;
                     }
@@ -177,8 +191,37 @@ impl Worker {
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, ?delay, failures, "mqtt connection lost, reconnecting");
                     self.sleep(delay);
+                    self.arm(&mut connection);
                 }
             }
+        }
+    }
+
+    /// Publish this connection's online presence.
+    fn announce(&mut self) {
+        if let Some(p) = self.online.take()
+            && let Err(e) = self
+                .client
+                .try_publish(p.topic, QoS::AtLeastOnce, p.retain, p.payload)
+        {
+            tracing::warn!(error = %e, "presence");
+        }
+    }
+
+    /// Sign the presence pair for the next connection attempt and install its will.
+    fn arm(&mut self, connection: &mut Connection) {
+        let options = &mut connection.eventloop.mqtt_options;
+        match (self.presence)() {
+            Some((online, will)) => {
+                options.set_last_will(LastWill::new(
+                    will.topic,
+                    will.payload,
+                    QoS::AtLeastOnce,
+                    will.retain,
+                ));
+                self.online = Some(online);
+            }
+            None => self.online = None,
         }
     }
 
