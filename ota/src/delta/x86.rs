@@ -16,6 +16,25 @@ const RIP_OPS: [u8; 29] = [
     0xff, 0xc7, 0x83, 0x81, 0x80, 0xc6, 0x88, 0x8a, 0x84, 0x38, 0x3a, 0xf7,
 ];
 
+/// Bytes that can start a recognised instruction (a quick filter before `insn_at`).
+const STARTS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < RIP_OPS.len() {
+        t[RIP_OPS[i] as usize] = true;
+        i += 1;
+    }
+    let mut b = 0x40;
+    while b <= 0x4f {
+        t[b] = true;
+        b += 1;
+    }
+    t[0xe8] = true;
+    t[0xe9] = true;
+    t[0x0f] = true;
+    t
+};
+
 /// Whether a ModRM byte addresses RIP + disp32 (mod 00, r/m 101).
 fn rip(modrm: u8) -> bool {
     modrm & 0xc7 == 0x05
@@ -43,6 +62,10 @@ pub(crate) fn walk(src: &[u8], complete: bool, mut field: impl FnMut(usize)) -> 
     while j < src.len() {
         if !complete && j + MAX_INSN > src.len() {
             return j;
+        }
+        if !STARTS[usize::from(src[j])] {
+            j += 1;
+            continue;
         }
         match insn_at(&src[j..]) {
             Some((off, len)) => {
