@@ -1,7 +1,8 @@
-//! `halyard-agent install FILE` end to end: the binary reads a layered config with the file boot
-//! backend and file-backed slots, verifies a local bundle against the trust root, writes the inactive
-//! slot and arms the bootloader; `status` then shows the journaled state. A bundle signed by a key
-//! the root does not trust leaves the slot untouched.
+//! The `halyard-agent` binary end to end on a layered config with the file boot backend and
+//! file-backed slots. `install FILE` verifies a local bundle against the trust root, writes the
+//! inactive slot and arms the bootloader; `status` then shows the journaled state; a tampered bundle
+//! stages nothing. `run` against the real Mosquitto publishes a signed online presence and report,
+//! and when the process is killed the broker fires its pre-signed offline will, newer than the online.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -29,16 +30,22 @@ impl Box_ {
         std::fs::write(p.join("slot-a"), a).unwrap();
         std::fs::write(p.join("slot-b"), vec![0u8; SLOT_SIZE]).unwrap();
         std::fs::write(p.join("root.json"), root_json()).unwrap();
+        let server = halyard_ota::keys::PrivateKey::from_seed(&[42; 32])
+            .public()
+            .to_pem();
+        std::fs::write(p.join("server.pem"), server).unwrap();
         let mut boot = FileEnv::boot_control(p.join("bootenv"));
         boot.provision().unwrap();
         boot.simulate_boot().unwrap();
         let config = format!(
-            "data_dir = {data:?}\nproduct = \"{PRODUCT}\"\ntrust_root = {root:?}\n\
+            "data_dir = {data:?}\nproduct = \"{PRODUCT}\"\ntrust_root = {root:?}\nserver_key = {key:?}\n\
+             [poll]\ntick_secs = 1\n\
              [boot]\nbackend = \"file\"\nenv = {env:?}\ncurrent = \"env\"\nreboot = \"/bin/true\"\n\
              [slots]\na = {a:?}\nb = {b:?}\n\
              [factory]\nversion = \"1.0.0\"\nsize = {size}\nsha256 = \"{sha}\"\n",
             data = p.join("data").display().to_string(),
             root = p.join("root.json").display().to_string(),
+            key = p.join("server.pem").display().to_string(),
             env = p.join("bootenv").display().to_string(),
             a = p.join("slot-a").display().to_string(),
             b = p.join("slot-b").display().to_string(),
@@ -118,4 +125,110 @@ fn install_refuses_a_bundle_the_root_does_not_trust() {
         .boot_env()
         .unwrap();
     assert!(!boot.state(halyard_hardware::Slot::B).bootable, "{boot:?}");
+}
+
+#[test]
+fn run_publishes_presence_and_report_and_the_broker_fires_the_will_on_a_crash() {
+    use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
+    let addr: std::net::SocketAddr = "127.0.0.1:1883".parse().unwrap();
+    if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_err() {
+        eprintln!("SKIPPED: no MQTT broker listens on 127.0.0.1:1883 (install mosquitto or run .ci/run)");
+        return;
+    }
+    let b = Box_::new();
+    let data = b.tmp.path().join("data");
+    let identity =
+        halyard_node::identity::Identity::load_or_create(&data, &halyard_node::faults::NoCrash).unwrap();
+    let device = identity.device_id().clone();
+    let device_key = ed25519_dalek::VerifyingKey::from_bytes(&identity.public_key()).unwrap();
+    let (client, mut connection) =
+        Client::new(MqttOptions::new(format!("watch-{device}"), "127.0.0.1", 1883), 16);
+    client
+        .subscribe(format!("halyard/v1/devices/{device}/#"), QoS::AtLeastOnce)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => tx.send(None).unwrap_or(()),
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) if !p.payload.is_empty() => {
+                    let env = halyard_protocol::Envelope::decode(&p.payload).unwrap();
+                    if tx.send(Some(env)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(),
+        None,
+        "subscribed"
+    );
+    let config = b.tmp.path().join("agent.toml");
+    let log = b.tmp.path().join("agent.log");
+    let mut agent = Killed(
+        Command::new(env!("CARGO_BIN_EXE_halyard-agent"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let next = |what: halyard_protocol::Kind| loop {
+        let env = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no message; agent log:\n{}",
+                    std::fs::read_to_string(&log).unwrap()
+                )
+            })
+            .unwrap();
+        env.verify(&device_key).unwrap();
+        if env.kind == what {
+            return env;
+        }
+    };
+    let online = next(halyard_protocol::Kind::Presence);
+    let p: halyard_protocol::Presence = online.open(&device_key).unwrap();
+    assert!(p.online);
+    let report: halyard_protocol::Report = next(halyard_protocol::Kind::Report).open(&device_key).unwrap();
+    assert_eq!(report.state, halyard_protocol::AgentState::Idle);
+    assert_eq!(report.slot_a.version.as_deref(), Some("1.0.0"));
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    let will = next(halyard_protocol::Kind::Presence);
+    let p: halyard_protocol::Presence = will.open(&device_key).unwrap();
+    assert!(!p.online, "the will says offline");
+    assert!(
+        will.seq > online.seq,
+        "will seq {} must be above online {}",
+        will.seq,
+        online.seq
+    );
+    for topic in ["presence", "report"] {
+        client
+            .publish(
+                format!("halyard/v1/devices/{device}/{topic}"),
+                QoS::AtLeastOnce,
+                true,
+                Vec::<u8>::new(),
+            )
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+}
+
+/// Kills the agent process when the test ends, pass or fail.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -61,6 +61,10 @@ impl Link {
         stop: &AtomicBool,
     ) -> Result<Halt, AppError> {
         let mut halt = driver.settle()?;
+        if self.last_report.is_none() {
+            // Published on the next connect, so the server learns the state even with no transition.
+            self.last_report = Some(driver.report()?);
+        }
         loop {
             self.flush(driver)?;
             if halt == Halt::Rebooting || stop.load(Ordering::SeqCst) {

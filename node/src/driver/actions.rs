@@ -247,7 +247,9 @@ impl Driver {
         })
     }
 
-    fn report(&mut self) -> Result<Report, DriverError> {
+    /// The full report as of now (both slots hashed, boot flags read): what a transport publishes on
+    /// connect, before any transition has produced one.
+    pub fn report(&mut self) -> Result<Report, DriverError> {
         let last_error = match &self.record.state {
             State::RolledBack { reason, .. } | State::Failed { reason, .. } => Some(reason.clone()),
             _ => None,
