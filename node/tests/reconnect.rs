@@ -1,0 +1,189 @@
+//! Reconnect over the real Mosquitto through a loopback TCP proxy the test can cut: the broker fires
+//! the agent's pre-signed offline will, the agent reconnects after its backoff, publishes a fresh
+//! online presence (sequence numbers strictly rise: online, will, online) and resubscribes, so a
+//! desired state published after the cut still reaches it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use halyard_hardware::block::faulty::PowerRail;
+use halyard_node::app::Link;
+use halyard_node::config::MqttSettings;
+use halyard_node::faults::NoCrash;
+use halyard_node::identity::{Identity, SeqCounter};
+use halyard_protocol::topics::Topic;
+use halyard_protocol::{Desired, Envelope, Event, Kind, Presence};
+use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
+use support::*;
+
+/// Forwards loopback connections to the broker; `cut` drops every open one.
+#[derive(Clone, Default)]
+struct Proxy(Arc<Mutex<Vec<TcpStream>>>);
+
+impl Proxy {
+    fn start(self) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(broker) = TcpStream::connect("127.0.0.1:1883") else {
+                    continue;
+                };
+                self.0
+                    .lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), broker.try_clone().unwrap()]);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), broker.try_clone().unwrap()),
+                    (broker, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        port
+    }
+
+    fn cut(&self) {
+        for s in self.0.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn cut_connection_fires_the_will_then_reconnects_and_still_takes_desired() {
+    let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        eprintln!("SKIPPED: no MQTT broker listens on 127.0.0.1:1883 (install mosquitto or run .ci/run)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Device::new(tmp.path(), tmp.path(), &image_bytes(64 * 1024, 3));
+    let identity = Identity::load_or_create(&device.data_dir, &NoCrash).unwrap();
+    let id = identity.device_id().clone();
+    let device_key = VerifyingKey::from_bytes(&identity.public_key()).unwrap();
+    let server_key = SigningKey::from_bytes(&[42; 32]);
+    let server_pub = server_key.verifying_key();
+
+    let (watch, mut connection) = Client::new(MqttOptions::new(format!("watch-{id}"), "127.0.0.1", 1883), 16);
+    watch
+        .subscribe(format!("halyard/v1/devices/{id}/#"), QoS::AtLeastOnce)
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => tx.send(None).unwrap_or(()),
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) if !p.payload.is_empty() => {
+                    if tx.send(Some(Envelope::decode(&p.payload).unwrap())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().is_none(),
+        "subscribed"
+    );
+
+    let proxy = Proxy::default();
+    let settings = MqttSettings {
+        host: "127.0.0.1".into(),
+        port: proxy.clone().start(),
+        keep_alive: Duration::from_secs(5),
+        tick: Duration::from_millis(50),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(1),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let agent = {
+        let (stop, seq) = (
+            stop.clone(),
+            SeqCounter::open(&device.data_dir, Arc::new(NoCrash)).unwrap(),
+        );
+        let (id, key, device) = (id.clone(), identity.signing_key(), device.clone());
+        std::thread::spawn(move || {
+            let clock = Arc::new(device.clock.clone());
+            let mut link = Link::connect(&settings, id, key, seq, server_pub, clock);
+            let rail = PowerRail::always_on();
+            device.bootloader(&rail).unwrap();
+            let (mut driver, _) = device.start(&rail).unwrap();
+            link.serve(&mut driver, Duration::from_millis(50), &stop).unwrap();
+            link.shutdown();
+        })
+    };
+    let next = |kind: Kind| loop {
+        let env = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("message")
+            .unwrap();
+        if env.kind == Kind::Desired {
+            continue; // the test's own message
+        }
+        env.verify(&device_key).unwrap();
+        if env.kind == kind {
+            return env;
+        }
+    };
+    let presence = |env: &Envelope| env.open::<Presence>(&device_key).unwrap().online;
+    let first = next(Kind::Presence);
+    assert!(presence(&first));
+    proxy.cut();
+    let will = next(Kind::Presence);
+    assert!(!presence(&will), "the broker fired the offline will");
+    let again = next(Kind::Presence);
+    assert!(presence(&again), "online again after reconnecting");
+    assert!(
+        first.seq < will.seq && will.seq < again.seq,
+        "{} {} {}",
+        first.seq,
+        will.seq,
+        again.seq
+    );
+
+    // Resubscribed: a desired state sent now still arrives and drives the machine (the artifact does
+    // not exist, so the agent reports Downloading, then Failed, both for this rollout).
+    let missing = halyard_protocol::Artifact {
+        url: "https://server.invalid/v1/artifacts/missing".into(),
+        sha256: halyard_protocol::Sha256::of(b"missing"),
+        size: 10,
+    };
+    let desired = Desired {
+        rollout: Some("after-cut".into()),
+        action: install("2.0.0", &missing, vec![]),
+    };
+    let env = Envelope::seal(&desired, &id, 1, &server_key).unwrap();
+    watch
+        .publish(
+            Topic::Desired.for_device(&id),
+            QoS::AtLeastOnce,
+            false,
+            env.encode(),
+        )
+        .unwrap();
+    let event: Event = next(Kind::Event).open(&device_key).unwrap();
+    assert_eq!(event.rollout.as_deref(), Some("after-cut"), "{event:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    agent.join().expect("agent loop ended cleanly after the cut");
+    for topic in [Topic::Presence, Topic::Report] {
+        watch
+            .publish(topic.for_device(&id), QoS::AtLeastOnce, true, Vec::<u8>::new())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+}
