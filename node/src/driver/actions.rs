@@ -107,7 +107,7 @@ impl Driver {
                 Ok(bytes) => bytes,
                 // The bytes so far belong to an older file: start over (a later crash sees a file
                 // shorter than the journaled offset, which restarts it too).
-                Err(FetchError::Changed { url, reason }) if offset > 0 && restarts < MAX_RESTARTS => {
+                Err(FetchError::Changed { url, reason }) if restarts < MAX_RESTARTS => {
                     tracing::warn!(%url, %reason, offset, "artifact changed, downloading again from zero");
                     restarts += 1;
                     file.set_len(0).map_err(durable::io_err(&path, "truncate"))?;
