@@ -2,6 +2,8 @@
 //!
 //! `cargo run --release -p halyard-ota --example delta -- diff OLD NEW PATCH [level] [blockpass]`
 //! `cargo run --release -p halyard-ota --example delta -- apply OLD PATCH OUT`
+//! Environment: `CODECS=zstd,lzma2,lzma2` (per stream), `LZMA=preset,extreme,lc,lp,pb,nice_len`,
+//! `COPY_RUN`, `MIN_GAIN`.
 //! Prints the stats and the wall time; run it under `/usr/bin/time -v` for peak RSS.
 
 use std::fs::File;
@@ -9,7 +11,7 @@ use std::io::{BufReader, BufWriter};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use halyard_ota::delta::{self, BlockPass, DiffOptions};
+use halyard_ota::delta::{self, BlockPass, Codec, DiffOptions};
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -42,6 +44,32 @@ fn main() -> Result<()> {
             }
             if let Ok(g) = std::env::var("COPY_RUN") {
                 opts.copy_run = g.parse().context("COPY_RUN")?;
+            }
+            if let Ok(c) = std::env::var("CODECS") {
+                for (slot, name) in opts.codecs.iter_mut().zip(c.split(',')) {
+                    *slot = if name == "lzma2" {
+                        Codec::Lzma2
+                    } else {
+                        Codec::Zstd
+                    };
+                }
+            }
+            if let Ok(t) = std::env::var("LZMA") {
+                let v: Vec<u32> = t
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .context("LZMA")?;
+                if let [preset, extreme, lc, lp, pb, nice] = v.as_slice() {
+                    opts.lzma = delta::Lzma2Tuning {
+                        preset: *preset,
+                        extreme: *extreme != 0,
+                        lc: *lc,
+                        lp: *lp,
+                        pb: *pb,
+                        nice_len: *nice,
+                    };
+                }
             }
             if let Ok(g) = std::env::var("MIN_GAIN") {
                 opts.min_gain = g.parse().context("MIN_GAIN")?;

@@ -97,7 +97,12 @@ pub fn bundle_reader(data: &[u8]) {
     let _ = verified.finish();
 }
 
-/// Fuzz body: `delta::apply(&fixed_source, data, sink)`. Must never panic.
+/// Fuzz body: `delta::apply_with(&fixed_source, data, sink)` with a 1 MiB target cap, so a
+/// tiny input cannot ask for gigabytes of copies and stall the fuzzer. Must never panic.
 pub fn patch_apply(data: &[u8]) {
-    let _ = crate::delta::apply(fixed_source(), data, io::sink());
+    let opts = crate::delta::ApplyOptions {
+        max_target_size: 1 << 20,
+        ..crate::delta::ApplyOptions::default()
+    };
+    let _ = crate::delta::apply_with(fixed_source(), data, io::sink(), &opts);
 }

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Property tests: `apply(diff(a, b), a) == b` on random and structured inputs.
 
-use halyard_ota::delta::{self, BlockPass, DiffOptions, Transform};
+use halyard_ota::delta::{self, BlockPass, Codec, DiffOptions, Transform};
 use proptest::prelude::*;
 
 fn round_trip_with(old: &[u8], new: &[u8], opts: &DiffOptions) -> usize {
@@ -24,15 +24,34 @@ fn small_opts() -> DiffOptions {
     }
 }
 
+/// Round trips `old -> new` with each codec choice (all zstd; LZMA2 diff and extra streams;
+/// all LZMA2) and several matching settings; returns the last patch's size.
 fn round_trip(old: &[u8], new: &[u8]) -> usize {
+    let mut size = 0;
+    for codecs in [
+        [Codec::Zstd; 3],
+        [Codec::Zstd, Codec::Lzma2, Codec::Lzma2],
+        [Codec::Lzma2; 3],
+    ] {
+        size = round_trip_codecs(old, new, codecs);
+    }
+    size
+}
+
+fn round_trip_codecs(old: &[u8], new: &[u8], codecs: [Codec; 3]) -> usize {
     round_trip_with(
         old,
         new,
         &DiffOptions {
             level: 3,
+            codecs,
             ..DiffOptions::default()
         },
     );
+    let small_opts = || DiffOptions {
+        codecs,
+        ..small_opts()
+    };
     let plain = DiffOptions {
         transform: Transform::None,
         ..small_opts()
@@ -204,28 +223,40 @@ fn multi_segment_and_multi_window_patches_round_trip() {
     for i in (0..new.len()).step_by(997) {
         new[i] = new[i].wrapping_add(1);
     }
-    let opts = DiffOptions {
-        segment_cap: 4096,
-        sa_window: 1 << 17,
-        ..DiffOptions::default()
-    };
-    round_trip_with(&old, &new, &opts);
+    for codecs in [[Codec::Zstd; 3], [Codec::Lzma2; 3]] {
+        let opts = DiffOptions {
+            segment_cap: 4096,
+            sa_window: 1 << 17,
+            codecs,
+            ..DiffOptions::default()
+        };
+        round_trip_with(&old, &new, &opts);
+    }
 }
 
 #[test]
 fn large_streams_compressed_as_several_frames_round_trip() {
     // Over 8 MiB of diff bytes: the encoder compresses the diff stream in two parts (two zstd
-    // frames on two threads) that the decoder must read as one stream.
+    // frames, or two LZMA2 runs each starting with a dictionary reset, on two threads) that the
+    // decoder must read as one stream.
     let old = noise(9 << 20, 11);
     let mut new = old.clone();
     for i in (0..new.len()).step_by(16) {
         new[i] = new[i].wrapping_add(3);
     }
-    let opts = DiffOptions {
-        level: 1,
-        ..DiffOptions::default()
-    };
-    round_trip_with(&old, &new, &opts);
+    for codecs in [[Codec::Zstd; 3], [Codec::Zstd, Codec::Lzma2, Codec::Lzma2]] {
+        let opts = DiffOptions {
+            level: 1,
+            codecs,
+            lzma: delta::Lzma2Tuning {
+                preset: 1,
+                extreme: false,
+                ..delta::Lzma2Tuning::default()
+            },
+            ..DiffOptions::default()
+        };
+        round_trip_with(&old, &new, &opts);
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::bundle::BundleError;
 use crate::bundle::reader::PayloadReader;
 use crate::bundle::writer::copy;
-use crate::delta::{self, SourceRead};
+use crate::delta::{self, DeltaError, PatchHeader, SourceRead};
 use crate::hash::Sha256Digest;
 use crate::manifest::{Name, Payload, PayloadKind};
 use crate::stream::HashingWriter;
@@ -50,10 +50,7 @@ where
     W: Write,
 {
     let mut sink = HashingWriter::new(out, payload.target.size);
-    let stats = delta::apply(source, patch, &mut sink).map_err(|source| BundleError::Delta {
-        payload: payload.name.clone(),
-        source,
-    })?;
+    let stats = checked_apply(payload, source, patch, &mut sink)?;
     let (_, size, digest) = sink.finish()?;
     check_target(payload, size, digest)?;
     info!(payload = %payload.name, patch_bytes = stats.patch_bytes, bytes = size, "external delta installed");
@@ -64,6 +61,52 @@ where
         target_bytes: size,
         target_sha256: digest,
     })
+}
+
+/// Reads the patch header and refuses a patch whose declared target is not the manifest's
+/// ([`BundleError::TargetMismatch`]) before writing anything, then applies it (the header bytes
+/// are fed back to `apply`, which also caps the target at the manifest's size).
+fn checked_apply<S, R, W>(
+    payload: &Payload,
+    source: &S,
+    mut patch: R,
+    out: W,
+) -> Result<delta::ApplyStats, BundleError>
+where
+    S: SourceRead + ?Sized,
+    R: Read,
+    W: Write,
+{
+    let delta_err = |source| BundleError::Delta {
+        payload: payload.name.clone(),
+        source,
+    };
+    let mut raw = [0u8; delta::HEADER_LEN];
+    patch.read_exact(&mut raw).map_err(|e| {
+        delta_err(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => DeltaError::Truncated { what: "header" },
+            _ => DeltaError::Io {
+                context: "reading the patch",
+                source: e,
+            },
+        })
+    })?;
+    let header = PatchHeader::from_bytes(&raw).map_err(delta_err)?;
+    let declared = Sha256Digest(header.target_sha256);
+    if header.target_size != payload.target.size || declared != payload.target.sha256 {
+        return Err(BundleError::TargetMismatch {
+            payload: payload.name.clone(),
+            expected_size: payload.target.size,
+            expected: payload.target.sha256,
+            actual_size: header.target_size,
+            actual: declared,
+        });
+    }
+    let opts = delta::ApplyOptions {
+        max_target_size: payload.target.size,
+        ..delta::ApplyOptions::default()
+    };
+    delta::apply_with(source, std::io::Cursor::new(raw).chain(patch), out, &opts).map_err(delta_err)
 }
 
 fn check_target(payload: &Payload, size: u64, digest: Sha256Digest) -> Result<(), BundleError> {
@@ -96,21 +139,15 @@ where
 {
     let meta = payload.payload().clone();
     let mut sink = HashingWriter::new(out, meta.target.size);
-    let result =
-        match (meta.kind, source) {
-            (PayloadKind::Full, _) => copy(&mut payload, &mut sink, &mut |_| {})
-                .map(|_| ())
-                .map_err(BundleError::from_io),
-            (PayloadKind::Delta, None) => Err(BundleError::DeltaNeedsSource {
-                payload: meta.name.clone(),
-            }),
-            (PayloadKind::Delta, Some(src)) => delta::apply(src, &mut payload, &mut sink)
-                .map(|_| ())
-                .map_err(|source| BundleError::Delta {
-                    payload: meta.name.clone(),
-                    source,
-                }),
-        };
+    let result = match (meta.kind, source) {
+        (PayloadKind::Full, _) => copy(&mut payload, &mut sink, &mut |_| {})
+            .map(|_| ())
+            .map_err(BundleError::from_io),
+        (PayloadKind::Delta, None) => Err(BundleError::DeltaNeedsSource {
+            payload: meta.name.clone(),
+        }),
+        (PayloadKind::Delta, Some(src)) => checked_apply(&meta, src, &mut payload, &mut sink).map(|_| ()),
+    };
     // A bad payload is the root cause of any later failure: report it first.
     payload.finish()?;
     result?;

@@ -44,6 +44,9 @@ pub struct CreateArgs {
     /// zstd level for the delta (1..=22).
     #[arg(long, default_value_t = 19)]
     pub delta_level: i32,
+    /// Codec of the delta's diff and extra streams (default: the library default).
+    #[arg(long, value_enum)]
+    pub delta_codec: Option<crate::cli::delta::CodecArg>,
     /// Private keys to sign with (none: sign later with `bundle sign`).
     #[arg(long = "key")]
     pub keys: Vec<PathBuf>,
@@ -146,6 +149,9 @@ fn delta_payload(
     let new = read(&args.image)?;
     let options = DiffOptions {
         level: args.delta_level,
+        codecs: args
+            .delta_codec
+            .map_or(DiffOptions::default().codecs, crate::cli::delta::CodecArg::codecs),
         ..DiffOptions::default()
     };
     let mut patch = Vec::new();

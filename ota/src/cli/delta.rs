@@ -28,6 +28,29 @@ pub struct DiffArgs {
     /// Matching threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Codec of the diff and extra streams (the small control stream stays zstd); default: the
+    /// library's `DiffOptions` default.
+    #[arg(long, value_enum)]
+    pub codec: Option<CodecArg>,
+}
+
+/// `--codec` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CodecArg {
+    /// zstd everywhere (fastest apply).
+    Zstd,
+    /// LZMA2 for the diff and extra streams (smallest patches).
+    Lzma2,
+}
+
+impl CodecArg {
+    /// The per-stream codecs (control, diff, extra) this choice stands for.
+    pub fn codecs(self) -> [delta::Codec; 3] {
+        match self {
+            CodecArg::Zstd => [delta::Codec::Zstd; 3],
+            CodecArg::Lzma2 => [delta::Codec::Zstd, delta::Codec::Lzma2, delta::Codec::Lzma2],
+        }
+    }
 }
 
 /// Arguments of `apply`.
@@ -49,6 +72,7 @@ pub fn diff(args: &DiffArgs, json: bool) -> Result<(), CliError> {
     let options = DiffOptions {
         level: args.level,
         threads: args.threads,
+        codecs: args.codec.map_or(DiffOptions::default().codecs, CodecArg::codecs),
         ..DiffOptions::default()
     };
     let bar = progress(0, "diffing");

@@ -144,7 +144,7 @@ struct Applier<'s, S: ?Sized, W> {
 
 impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
     fn new(source: &'s S, header: &PatchHeader, out: W) -> Result<Self, DeltaError> {
-        let w = header.window_logs;
+        let (w, c) = (header.window_logs, header.codecs);
         Ok(Self {
             source,
             header: header.clone(),
@@ -154,9 +154,9 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
             written: 0,
             cursor: 0,
             streams: [
-                StreamDecoder::new(0, w[0])?,
-                StreamDecoder::new(1, w[1])?,
-                StreamDecoder::new(2, w[2])?,
+                StreamDecoder::new(0, c[0], w[0])?,
+                StreamDecoder::new(1, c[1], w[1])?,
+                StreamDecoder::new(2, c[2], w[2])?,
             ],
             src_buf: vec![0; IO_BUF],
             diff_buf: vec![0; IO_BUF],

@@ -40,6 +40,7 @@ pub fn diff<W: Write>(old: &[u8], new: &[u8], opts: &DiffOptions, out: W) -> Res
         target_size: new.len() as u64,
         target_sha256,
         window_logs: opts.window_logs,
+        codecs: opts.codecs,
         segment_cap: opts.segment_cap,
         transform: opts.transform,
     };

@@ -1,12 +1,13 @@
-//! Encoder: turns a `Plan` into the segmented patch format with three zstd streams.
+//! Encoder: turns a `Plan` into the segmented patch format with three compressed streams.
 //!
-//! Each stream (control records, diff bytes, extra bytes) is one zstd frame compressed on its
-//! own thread and flushed at every segment boundary, so a segment's chunk decodes completely
+//! Each stream (control records, diff bytes, extra bytes) is compressed (zstd or LZMA2, see
+//! `codec`) on its own thread(s) and flushed at every segment boundary, so a segment's chunk decodes completely
 //! once the decoder has read it. Segments bound how much of each stream `apply` holds at once.
 
 use std::io::Write;
 use std::ops::Range;
 
+use super::codec::{EncoderConfig, StreamEncoder};
 use super::error::DeltaError;
 use super::format::{self, PatchHeader, Transform, put_varint, zigzag};
 use super::plan::Op;
@@ -163,19 +164,17 @@ fn fill(
     }
 }
 
-/// Compresses one stream's chunks for `segs` as one zstd frame; `start` is the target position
-/// and source cursor before the first of them.
+/// Compresses one stream's chunks for `segs` as one zstd frame or LZMA2 run; `start` is the
+/// target position and source cursor before the first of them.
 fn compress_part(
     kind: Stream,
     ops: &[Op],
     segs: &[Range<usize>],
     (old, new): (&[u8], &[u8]),
-    (level, window_log): (i32, u8),
+    cfg: &EncoderConfig,
     start: (usize, usize),
 ) -> std::io::Result<Vec<Chunk>> {
-    let mut raw = zstd::stream::raw::Encoder::new(level)?;
-    raw.set_parameter(zstd::stream::raw::CParameter::WindowLog(u32::from(window_log)))?;
-    let mut enc = zstd::stream::write::Encoder::with_encoder(Vec::new(), raw);
+    let mut enc = StreamEncoder::new(cfg)?;
     let (mut npos, mut cursor) = start;
     let mut buf = Vec::new();
     let mut chunks = Vec::with_capacity(segs.len());
@@ -190,13 +189,9 @@ fn compress_part(
             &mut cursor,
             &mut buf,
         );
-        if !buf.is_empty() {
-            enc.write_all(&buf)?;
-            enc.flush()?;
-        }
         chunks.push(Chunk {
             raw: buf.len() as u64,
-            data: std::mem::take(enc.get_mut()),
+            data: enc.chunk(&buf)?,
         });
     }
     // End the frame so that the next part's frame can follow it in the same stream.
@@ -272,13 +267,20 @@ fn compress_streams(
         let handles: Vec<Vec<_>> = kinds
             .iter()
             .zip(header.window_logs)
-            .map(|(&k, w)| {
+            .zip(header.codecs)
+            .map(|((&k, window_log), codec)| {
+                let cfg = EncoderConfig {
+                    codec,
+                    window_log,
+                    zstd_level: opts.level,
+                    lzma: opts.lzma,
+                };
                 parts(k, ops, segs, opts.threads)
                     .into_iter()
                     .map(|r| {
                         let (segs, start) =
                             (&segs[r.clone()], starts.get(r.start).copied().unwrap_or((0, 0)));
-                        s.spawn(move || compress_part(k, ops, segs, inputs, (opts.level, w), start))
+                        s.spawn(move || compress_part(k, ops, segs, inputs, &cfg, start))
                     })
                     .collect()
             })

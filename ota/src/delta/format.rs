@@ -5,18 +5,19 @@
 
 use std::io::Read;
 
+use super::codec::Codec;
 use super::error::{DeltaError, Digest};
 
 /// First eight bytes of every patch.
 pub const MAGIC: [u8; 8] = *b"HLYDELTA";
-/// The format version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The format version this build writes (it also reads [`VERSION_ZSTD_ONLY`]).
+pub const VERSION: u8 = 2;
+/// The first format version: all streams zstd, header bytes 97..100 zero.
+pub const VERSION_ZSTD_ONLY: u8 = 1;
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 100;
-/// Largest zstd window (log2) a patch may ask the decoder for; keeps apply memory bounded.
+/// Largest window / dictionary (log2) a patch may ask a decoder for; keeps apply memory bounded.
 pub const MAX_WINDOW_LOG: u8 = 23;
-/// Smallest zstd window (log2) zstd itself accepts.
-pub const MIN_WINDOW_LOG: u8 = 10;
 /// Largest per-segment raw size of each stream a patch may declare.
 pub const MAX_SEGMENT_CAP: u32 = 1 << 20;
 /// Smallest per-segment raw size a writer may choose.
@@ -60,8 +61,11 @@ pub struct PatchHeader {
     pub target_size: u64,
     /// SHA-256 of that image.
     pub target_sha256: [u8; 32],
-    /// zstd window log of the control, diff and extra streams (decoder memory is about 2^log each).
+    /// Window (zstd) or dictionary (LZMA2) log of the control, diff and extra streams (decoder
+    /// memory is about 2^log each).
     pub window_logs: [u8; 3],
+    /// Codec of the control, diff and extra streams.
+    pub codecs: [Codec; 3],
     /// Largest raw size of any stream's chunk within one segment.
     pub segment_cap: u32,
     /// How add records' diff bytes are computed.
@@ -84,7 +88,9 @@ impl PatchHeader {
             Transform::None => 0,
             Transform::X86 => 1,
         };
-        // b[97..100] is reserved and must be zero.
+        for (i, c) in self.codecs.iter().enumerate() {
+            b[97 + i] = c.to_byte();
+        }
         b
     }
 
@@ -93,16 +99,18 @@ impl PatchHeader {
         if b[..8] != MAGIC {
             return Err(DeltaError::BadMagic);
         }
-        if b[8] != VERSION {
+        if b[8] != VERSION && b[8] != VERSION_ZSTD_ONLY {
             return Err(DeltaError::UnsupportedVersion { version: b[8] });
         }
+        let codecs = read_codecs(b)?;
         let window_logs = [b[9], b[10], b[11]];
         if window_logs
             .iter()
-            .any(|&w| !(MIN_WINDOW_LOG..=MAX_WINDOW_LOG).contains(&w))
+            .zip(codecs)
+            .any(|(&w, c)| !(c.min_window_log()..=MAX_WINDOW_LOG).contains(&w))
         {
             return Err(DeltaError::Corrupt {
-                what: "zstd window log out of range",
+                what: "window log out of range",
             });
         }
         let segment_cap = u32::from_le_bytes(arr(&b[12..16]));
@@ -120,17 +128,13 @@ impl PatchHeader {
                 });
             }
         };
-        if b[97..100] != [0; 3] {
-            return Err(DeltaError::Corrupt {
-                what: "reserved header bytes are not zero",
-            });
-        }
         Ok(Self {
             source_size: u64::from_le_bytes(arr(&b[16..24])),
             source_sha256: arr(&b[24..56]),
             target_size: u64::from_le_bytes(arr(&b[56..64])),
             target_sha256: arr(&b[64..96]),
             window_logs,
+            codecs,
             segment_cap,
             transform,
         })
@@ -145,6 +149,25 @@ impl PatchHeader {
     pub fn target_digest(&self) -> Digest {
         Digest(self.target_sha256)
     }
+}
+
+/// Codec bytes 97..100: zero in version 1, one known codec per stream in version 2.
+fn read_codecs(b: &[u8; HEADER_LEN]) -> Result<[Codec; 3], DeltaError> {
+    if b[8] == VERSION_ZSTD_ONLY {
+        if b[97..100] != [0; 3] {
+            return Err(DeltaError::Corrupt {
+                what: "reserved header bytes are not zero",
+            });
+        }
+        return Ok([Codec::Zstd; 3]);
+    }
+    let mut codecs = [Codec::Zstd; 3];
+    for (i, c) in codecs.iter_mut().enumerate() {
+        *c = Codec::from_byte(b[97 + i]).ok_or(DeltaError::Corrupt {
+            what: "unknown stream codec",
+        })?;
+    }
+    Ok(codecs)
 }
 
 fn arr<const N: usize>(s: &[u8]) -> [u8; N] {
@@ -225,7 +248,8 @@ pub fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// Worst-case zstd output for `raw` input bytes (`ZSTD_COMPRESSBOUND`, plus flush framing slack).
+/// Worst-case compressed size of `raw` input bytes for either codec (`ZSTD_COMPRESSBOUND` plus
+/// flush framing slack; also above LZMA2's stored-chunk worst case of 3 bytes per 64 KiB).
 pub fn compress_bound(raw: u64) -> u64 {
     let margin = if raw < (128 << 10) {
         ((128 << 10) - raw) >> 11
@@ -271,6 +295,7 @@ mod tests {
             target_size: 9,
             target_sha256: [2; 32],
             window_logs: [20, 22, 22],
+            codecs: [Codec::Zstd, Codec::Lzma2, Codec::Lzma2],
             segment_cap: 1 << 19,
             transform: Transform::X86,
         };

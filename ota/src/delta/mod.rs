@@ -12,6 +12,7 @@
 
 mod apply;
 mod blocks;
+mod codec;
 mod diff;
 mod encode;
 mod error;
@@ -23,11 +24,12 @@ mod sufarray;
 mod x86;
 
 pub use apply::{apply, apply_with};
+pub use codec::{Codec, Lzma2Tuning};
 pub use diff::diff;
 pub use error::{DeltaError, Digest};
 pub use format::{
-    HEADER_LEN, MAGIC, MAX_SEGMENT_CAP, MAX_WINDOW_LOG, PatchHeader, Transform, VERSION, compress_bound,
-    read_header,
+    HEADER_LEN, MAGIC, MAX_SEGMENT_CAP, MAX_WINDOW_LOG, PatchHeader, Transform, VERSION, VERSION_ZSTD_ONLY,
+    compress_bound, read_header,
 };
 pub use source::SourceRead;
 
@@ -59,10 +61,14 @@ impl BlockPass {
 /// 150 MB image diff under 1 GiB and 30 s on two cores.
 #[derive(Debug, Clone)]
 pub struct DiffOptions {
-    /// zstd level of the three streams (1..=22).
+    /// zstd level of the zstd-coded streams (1..=22).
     pub level: i32,
-    /// zstd window log of the control, diff and extra streams (10..=23); apply needs about
-    /// 2^log bytes per stream.
+    /// Codec of the control, diff and extra streams.
+    pub codecs: [Codec; 3],
+    /// Encoder settings of the LZMA2-coded streams.
+    pub lzma: Lzma2Tuning,
+    /// Window (zstd, 10..=23) or dictionary (LZMA2, 12..=23) log of the control, diff and extra
+    /// streams; apply needs about 2^log bytes per stream.
     pub window_logs: [u8; 3],
     /// Largest raw size of one stream's chunk in one segment (4 KiB..=1 MiB).
     pub segment_cap: u32,
@@ -90,6 +96,8 @@ impl Default for DiffOptions {
     fn default() -> Self {
         Self {
             level: 19,
+            codecs: [Codec::Zstd, Codec::Lzma2, Codec::Lzma2],
+            lzma: Lzma2Tuning::default(),
             window_logs: [20, 22, 22],
             segment_cap: 512 << 10,
             block_size: 4096,
@@ -112,9 +120,14 @@ impl DiffOptions {
         if self
             .window_logs
             .iter()
-            .any(|w| !(format::MIN_WINDOW_LOG..=MAX_WINDOW_LOG).contains(w))
+            .zip(self.codecs)
+            .any(|(w, c)| !(c.min_window_log()..=MAX_WINDOW_LOG).contains(w))
         {
-            return bad("window logs must be 10..=23");
+            return bad("window logs must be 10..=23 (zstd) or 12..=23 (LZMA2)");
+        }
+        let l = &self.lzma;
+        if l.preset > 9 || l.lc + l.lp > 4 || l.pb > 4 || !(2..=273).contains(&l.nice_len) {
+            return bad("LZMA2 tuning needs preset <= 9, lc + lp <= 4, pb <= 4, nice_len 2..=273");
         }
         if !(format::MIN_SEGMENT_CAP..=MAX_SEGMENT_CAP).contains(&self.segment_cap) {
             return bad("segment_cap must be 4 KiB..=1 MiB");

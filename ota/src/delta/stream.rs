@@ -1,15 +1,14 @@
-//! Decoding side of the three zstd streams: each segment's chunk is read into a bounded buffer
-//! and decoded on demand, exactly as many bytes as the control records ask for.
+//! Decoding side of the three streams (zstd or LZMA2): each segment's chunk is read into a
+//! bounded buffer and decoded on demand, exactly as many bytes as the control records ask for.
 
-use zstd::stream::raw::{DParameter, Decoder, Operation};
-
+use super::codec::{Codec, StreamDecoderImpl};
 use super::error::DeltaError;
 use super::format::STREAMS;
 
-/// One stream's persistent zstd decoder plus the current segment's compressed chunk.
+/// One stream's persistent decoder plus the current segment's compressed chunk.
 pub(crate) struct StreamDecoder {
     name: &'static str,
-    dec: Decoder<'static>,
+    dec: StreamDecoderImpl,
     chunk: Vec<u8>,
     pos: usize,
     raw_left: u64,
@@ -25,11 +24,11 @@ impl std::fmt::Debug for StreamDecoder {
 }
 
 impl StreamDecoder {
-    /// A decoder for stream `index` (0 control, 1 diff, 2 extra) refusing windows over `window_log`.
-    pub(crate) fn new(index: usize, window_log: u8) -> Result<Self, DeltaError> {
-        let mut dec = Decoder::new().map_err(DeltaError::io("creating a zstd decoder"))?;
-        dec.set_parameter(DParameter::WindowLogMax(u32::from(window_log)))
-            .map_err(DeltaError::io("creating a zstd decoder"))?;
+    /// A decoder for stream `index` (0 control, 1 diff, 2 extra) whose history is bounded by
+    /// `2^window_log` bytes (zstd refuses larger windows, LZMA2 gets exactly that dictionary).
+    pub(crate) fn new(index: usize, codec: Codec, window_log: u8) -> Result<Self, DeltaError> {
+        let dec =
+            StreamDecoderImpl::new(codec, window_log).map_err(DeltaError::io("creating a stream decoder"))?;
         Ok(Self {
             name: STREAMS[index],
             dec,
@@ -65,15 +64,15 @@ impl StreamDecoder {
         while filled < out.len() {
             let st = self
                 .dec
-                .run_on_buffers(&self.chunk[self.pos..], &mut out[filled..])
+                .run(&self.chunk[self.pos..], &mut out[filled..])
                 .map_err(|_| DeltaError::Corrupt { what: self.bad_msg() })?;
-            if st.bytes_read == 0 && st.bytes_written == 0 {
+            if st.read == 0 && st.written == 0 {
                 return Err(DeltaError::Corrupt {
                     what: self.short_msg(),
                 });
             }
-            self.pos += st.bytes_read;
-            filled += st.bytes_written;
+            self.pos += st.read;
+            filled += st.written;
         }
         self.raw_left -= out.len() as u64;
         Ok(())
@@ -91,14 +90,14 @@ impl StreamDecoder {
         while self.pos < self.chunk.len() {
             let st = self
                 .dec
-                .run_on_buffers(&self.chunk[self.pos..], &mut probe)
+                .run(&self.chunk[self.pos..], &mut probe)
                 .map_err(|_| DeltaError::Corrupt { what: self.bad_msg() })?;
-            if st.bytes_written > 0 || st.bytes_read == 0 {
+            if st.written > 0 || st.read == 0 {
                 return Err(DeltaError::Corrupt {
                     what: self.unused_msg(),
                 });
             }
-            self.pos += st.bytes_read;
+            self.pos += st.read;
         }
         Ok(())
     }
@@ -113,9 +112,9 @@ impl StreamDecoder {
 
     fn bad_msg(&self) -> &'static str {
         match self.name {
-            "control" => "control stream is not valid zstd",
-            "diff" => "diff stream is not valid zstd",
-            _ => "extra stream is not valid zstd",
+            "control" => "control stream is not a valid compressed stream",
+            "diff" => "diff stream is not a valid compressed stream",
+            _ => "extra stream is not a valid compressed stream",
         }
     }
 
