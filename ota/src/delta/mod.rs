@@ -5,7 +5,8 @@
 //! - `blocks`: first matching pass, identical aligned blocks become copies.
 //! - `sufarray`: second pass, bsdiff-style approximate matching over a suffix array.
 //! - `plan`: the list of copy / add / insert operations the passes produce.
-//! - `diff` / `encode`: builds the plan and writes it as three zstd streams in segments.
+//! - `diff` / `encode`: builds the plan and writes it as three compressed streams in segments.
+//! - `codec`: the per-stream entropy coders (zstd, raw LZMA2).
 //! - `apply` / `stream`: the constant-memory decoder; `source`: random reads of the source.
 //! - `x86`: optional 32-bit treatment of x86 displacements in add records.
 //! - `error`: `DeltaError`.
