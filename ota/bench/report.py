@@ -62,23 +62,25 @@ def row_md(r, timeout):
 
 
 def ratios(rows):
+    """Each Halyard variant (tools named halyard*) against the best peer of the same pair."""
     out = []
     for pair in dict.fromkeys(r["pair"] for r in rows):
-        mine = [r for r in rows if r["pair"] == pair and r["tool"] == "halyard" and r["ok"]]
-        peers = [r for r in rows if r["pair"] == pair and r["tool"] != "halyard" and r["ok"]]
-        if not mine or not peers:
+        peers = [r for r in rows if r["pair"] == pair and not r["tool"].startswith("halyard") and r["ok"]]
+        mine = [r for r in rows if r["pair"] == pair and r["tool"].startswith("halyard") and r["ok"]]
+        if not peers:
             continue
-        h = mine[0]
         best = min(peers, key=lambda r: r["patch_bytes"])
         fastest = min(peers, key=lambda r: r["apply_s"])
         leanest = min(peers, key=lambda r: r["apply_rss_kb"] or float("inf"))
-        out.append({
-            "pair": pair,
-            "size_ratio": h["patch_bytes"] / best["patch_bytes"], "best_peer": best["tool"],
-            "apply_time_ratio": h["apply_s"] / max(fastest["apply_s"], 0.01), "fastest_peer": fastest["tool"],
-            "apply_rss_ratio": (h["apply_rss_kb"] or 0) / (leanest["apply_rss_kb"] or 1),
-            "leanest_peer": leanest["tool"],
-        })
+        for h in mine:
+            out.append({
+                "pair": pair, "tool": h["tool"],
+                "size_ratio": h["patch_bytes"] / best["patch_bytes"], "best_peer": best["tool"],
+                "apply_time_ratio": h["apply_s"] / max(fastest["apply_s"], 0.01),
+                "fastest_peer": fastest["tool"],
+                "apply_rss_ratio": (h["apply_rss_kb"] or 0) / (leanest["apply_rss_kb"] or 1),
+                "leanest_peer": leanest["tool"],
+            })
     return out
 
 
@@ -93,14 +95,14 @@ def markdown(rows, env, timeout, ratio_rows):
         lines += [row_md(r, timeout) for r in rows if r["pair"] == pair]
     lines += ["", "Halyard against the peers of the same run (lower is better for Halyard):", ""]
     if ratio_rows:
-        lines += ["| pair | patch size / smallest peer | apply time / fastest peer | apply RSS / leanest peer |",
-                  "| --- | ---: | ---: | ---: |"]
+        lines += ["| pair | Halyard | patch size / smallest peer | apply time / fastest peer | apply RSS / leanest peer |",
+                  "| --- | --- | ---: | ---: | ---: |"]
         for x in ratio_rows:
-            lines.append(f"| {x['pair']} | {x['size_ratio']:.3f} ({x['best_peer']}) | "
+            lines.append(f"| {x['pair']} | {x['tool']} | {x['size_ratio']:.3f} ({x['best_peer']}) | "
                          f"{x['apply_time_ratio']:.2f} ({x['fastest_peer']}) | "
                          f"{x['apply_rss_ratio']:.2f} ({x['leanest_peer']}) |")
     else:
-        mine = [r for r in rows if r["tool"] == "halyard"]
+        mine = [r for r in rows if r["tool"].startswith("halyard")]
         if not mine:
             why = "Halyard was not in this run"
         elif not any(r["ok"] for r in mine):
