@@ -1,8 +1,9 @@
 //! `apply`: streams a patch onto a source, writing the target front to back in constant memory.
 //!
 //! Every length read from the patch is checked against the header's sizes and the format's
-//! limits before it is used; the only buffers are fixed-size I/O buffers and one compressed
-//! chunk per stream (at most `compress_bound(segment_cap)` bytes each).
+//! limits before it is used; the only buffers are fixed-size I/O buffers, one compressed
+//! chunk per stream (at most `compress_bound(segment_cap)` bytes each) and the diff stream's
+//! decoded buffers, which `prefetch` fills on a second thread.
 
 use std::io::{BufReader, Read, Write};
 
@@ -10,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::{DeltaError, Digest};
 use super::format::{self, PatchHeader, Transform, compress_bound, get_varint, read_varint, unzigzag};
+use super::prefetch::{self, Prefetch};
 use super::source::SourceRead;
 use super::stream::StreamDecoder;
 use super::x86;
@@ -55,7 +57,21 @@ where
         });
     }
     check_source(source, &header, opts)?;
-    let mut run = Applier::new(source, &header, target)?;
+    std::thread::scope(|s| {
+        let (diff, worker) = Prefetch::spawn(s, header.codecs[1], header.window_logs[1])?;
+        let result =
+            Applier::new(source, &header, target, diff).and_then(|run| run_segments(run, &mut patch));
+        prefetch::join(worker, result)
+    })
+}
+
+/// Runs every segment, checks the patch ends there and finishes the target.
+fn run_segments<S, R, W>(mut run: Applier<'_, S, W>, mut patch: R) -> Result<ApplyStats, DeltaError>
+where
+    S: SourceRead + ?Sized,
+    R: Read,
+    W: Write,
+{
     loop {
         let mut tag = [0u8; 1];
         format::read_exact(&mut patch, &mut tag, "segment tag")?;
@@ -131,7 +147,10 @@ struct Applier<'s, S: ?Sized, W> {
     hasher: Sha256,
     written: u64,
     cursor: u64,
-    streams: [StreamDecoder; 3],
+    /// Control and extra stream decoders (the diff stream decodes on its own thread).
+    ctrl: StreamDecoder,
+    diff: Prefetch,
+    extra: StreamDecoder,
     src_buf: Vec<u8>,
     diff_buf: Vec<u8>,
     ctrl_buf: [u8; CTRL_BUF],
@@ -143,7 +162,7 @@ struct Applier<'s, S: ?Sized, W> {
 }
 
 impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
-    fn new(source: &'s S, header: &PatchHeader, out: W) -> Result<Self, DeltaError> {
+    fn new(source: &'s S, header: &PatchHeader, out: W, diff: Prefetch) -> Result<Self, DeltaError> {
         let (w, c) = (header.window_logs, header.codecs);
         Ok(Self {
             source,
@@ -153,11 +172,9 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
             hasher: Sha256::new(),
             written: 0,
             cursor: 0,
-            streams: [
-                StreamDecoder::new(0, c[0], w[0])?,
-                StreamDecoder::new(1, c[1], w[1])?,
-                StreamDecoder::new(2, c[2], w[2])?,
-            ],
+            ctrl: StreamDecoder::new(0, c[0], w[0])?,
+            diff,
+            extra: StreamDecoder::new(2, c[2], w[2])?,
             src_buf: vec![0; IO_BUF],
             diff_buf: vec![0; IO_BUF],
             ctrl_buf: [0; CTRL_BUF],
@@ -192,31 +209,37 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
             }
             *l = (raw, comp);
         }
-        for (k, &(raw, comp)) in lens.iter().enumerate() {
-            let buf = self.streams[k].start_segment(comp as usize, raw);
-            format::read_exact(patch, buf, "segment chunk")?;
-            self.stats.patch_bytes += comp;
-        }
+        let [(c_raw, c_comp), (d_raw, d_comp), (e_raw, e_comp)] = lens;
+        let buf = self.ctrl.start_segment(c_comp as usize, c_raw);
+        format::read_exact(patch, buf, "segment chunk")?;
+        let mut chunk = vec![0; d_comp as usize];
+        format::read_exact(patch, &mut chunk, "segment chunk")?;
+        self.diff.start_segment(chunk, d_raw)?;
+        let buf = self.extra.start_segment(e_comp as usize, e_raw);
+        format::read_exact(patch, buf, "segment chunk")?;
+        self.stats.patch_bytes += c_comp + d_comp + e_comp;
         self.stats.segments += 1;
         self.ctrl_pos = 0;
         self.ctrl_len = 0;
-        while self.ctrl_pos < self.ctrl_len || self.streams[0].raw_left() > 0 {
+        while self.ctrl_pos < self.ctrl_len || self.ctrl.raw_left() > 0 {
             let v = get_varint(|| self.ctrl_byte(), "control record")?;
             self.record(v & 3, v >> 2)?;
             self.stats.ops += 1;
         }
-        self.streams.iter_mut().try_for_each(StreamDecoder::end_segment)
+        self.ctrl.end_segment()?;
+        self.diff.end_segment()?;
+        self.extra.end_segment()
     }
 
     fn ctrl_byte(&mut self) -> Result<u8, DeltaError> {
         if self.ctrl_pos == self.ctrl_len {
-            let n = self.streams[0].raw_left().min(CTRL_BUF as u64) as usize;
+            let n = self.ctrl.raw_left().min(CTRL_BUF as u64) as usize;
             if n == 0 {
                 return Err(DeltaError::Corrupt {
                     what: "control record cut at the end of its segment",
                 });
             }
-            self.streams[0].read(&mut self.ctrl_buf[..n])?;
+            self.ctrl.read(&mut self.ctrl_buf[..n])?;
             (self.ctrl_pos, self.ctrl_len) = (0, n);
         }
         self.ctrl_pos += 1;
@@ -254,7 +277,7 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
         let mut left = n;
         while left > 0 {
             let c = left.min(IO_BUF as u64) as usize;
-            self.streams[2].read(&mut self.src_buf[..c])?;
+            self.extra.read(&mut self.src_buf[..c])?;
             self.emit_src(c)?;
             left -= c as u64;
         }
@@ -285,7 +308,7 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
     /// finished (less than `c` when an x86 instruction may straddle the chunk's end).
     fn add_chunk(&mut self, c: usize, last: bool) -> Result<usize, DeltaError> {
         if self.header.transform == Transform::None {
-            self.streams[1].read(&mut self.diff_buf[..c])?;
+            self.diff.read(&mut self.diff_buf[..c])?;
             let (src, diff) = (&mut self.src_buf[..c], &self.diff_buf[..c]);
             src.iter_mut()
                 .zip(diff)
@@ -295,7 +318,7 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
         self.fields.clear();
         let fields = &mut self.fields;
         let m = x86::walk(&self.src_buf[..c], last, |p| fields.push(p as u32));
-        self.streams[1].read(&mut self.diff_buf[..m])?;
+        self.diff.read(&mut self.diff_buf[..m])?;
         x86::decode(&mut self.src_buf[..m], &mut self.diff_buf[..m], &self.fields);
         Ok(m)
     }

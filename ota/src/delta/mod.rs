@@ -19,6 +19,7 @@ mod encode;
 mod error;
 mod format;
 mod plan;
+mod prefetch;
 mod source;
 mod stream;
 mod sufarray;

@@ -48,6 +48,13 @@ impl StreamDecoder {
         &mut self.chunk
     }
 
+    /// Takes `chunk` as this segment's compressed chunk that decodes to `raw` bytes.
+    pub(crate) fn set_segment(&mut self, chunk: Vec<u8>, raw: u64) {
+        self.chunk = chunk;
+        self.pos = 0;
+        self.raw_left = raw;
+    }
+
     /// Raw bytes of this segment not yet read.
     pub(crate) fn raw_left(&self) -> u64 {
         self.raw_left
