@@ -16,14 +16,20 @@ const RIP_OPS: [u8; 29] = [
     0xff, 0xc7, 0x83, 0x81, 0x80, 0xc6, 0x88, 0x8a, 0x84, 0x38, 0x3a, 0xf7,
 ];
 
-/// Bytes that can start a recognised instruction (a quick filter before `insn_at`).
-const STARTS: [bool; 256] = {
+/// `RIP_OPS` as a lookup table (a slice search here cost a fifth of `apply`'s time).
+const IS_RIP_OP: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < RIP_OPS.len() {
         t[RIP_OPS[i] as usize] = true;
         i += 1;
     }
+    t
+};
+
+/// Bytes that can start a recognised instruction (a quick filter before `insn_at`).
+const STARTS: [bool; 256] = {
+    let mut t = IS_RIP_OP;
     let mut b = 0x40;
     while b <= 0x4f {
         t[b] = true;
@@ -46,9 +52,9 @@ fn insn_at(s: &[u8]) -> Option<(usize, usize)> {
     match *s {
         [0xe8 | 0xe9, _, _, _, _, ..] => Some((1, 5)),
         [0x0f, 0x80..=0x8f, _, _, _, _, ..] => Some((2, 6)),
-        [0x40..=0x4f, op, m, _, _, _, _, ..] if RIP_OPS.contains(&op) && rip(m) => Some((3, 7)),
+        [0x40..=0x4f, op, m, _, _, _, _, ..] if IS_RIP_OP[usize::from(op)] && rip(m) => Some((3, 7)),
         [0x0f, _, m, _, _, _, _, ..] if rip(m) => Some((3, 7)),
-        [op, m, _, _, _, _, ..] if RIP_OPS.contains(&op) && rip(m) => Some((2, 6)),
+        [op, m, _, _, _, _, ..] if IS_RIP_OP[usize::from(op)] && rip(m) => Some((2, 6)),
         _ => None,
     }
 }
