@@ -2,8 +2,8 @@
 //!
 //! Every length read from the patch is checked against the header's sizes and the format's
 //! limits before it is used; the only buffers are fixed-size I/O buffers, one compressed
-//! chunk per stream (at most `compress_bound(segment_cap)` bytes each) and the diff stream's
-//! decoded buffers, which `prefetch` fills on a second thread.
+//! chunk per stream (at most `compress_bound(segment_cap)` bytes each) and the diff and extra
+//! streams' decoded buffers, which `prefetch` fills on their own threads.
 
 use std::io::{BufReader, Read, Write};
 
@@ -58,10 +58,12 @@ where
     }
     check_source(source, &header, opts)?;
     std::thread::scope(|s| {
-        let (diff, worker) = Prefetch::spawn(s, header.codecs[1], header.window_logs[1])?;
-        let result =
-            Applier::new(source, &header, target, diff).and_then(|run| run_segments(run, &mut patch));
-        prefetch::join(worker, result)
+        let (c, w) = (header.codecs, header.window_logs);
+        let (diff, diff_worker) = Prefetch::spawn(s, 1, c[1], w[1])?;
+        let (extra, extra_worker) = Prefetch::spawn(s, 2, c[2], w[2])?;
+        let result = Applier::new(source, &header, target, [diff, extra])
+            .and_then(|run| run_segments(run, &mut patch));
+        prefetch::join(extra_worker, prefetch::join(diff_worker, result))
     })
 }
 
@@ -147,10 +149,10 @@ struct Applier<'s, S: ?Sized, W> {
     hasher: Sha256,
     written: u64,
     cursor: u64,
-    /// Control and extra stream decoders (the diff stream decodes on its own thread).
+    /// Control stream decoder; the diff and extra streams decode on their own threads.
     ctrl: StreamDecoder,
     diff: Prefetch,
-    extra: StreamDecoder,
+    extra: Prefetch,
     src_buf: Vec<u8>,
     diff_buf: Vec<u8>,
     ctrl_buf: [u8; CTRL_BUF],
@@ -162,7 +164,12 @@ struct Applier<'s, S: ?Sized, W> {
 }
 
 impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
-    fn new(source: &'s S, header: &PatchHeader, out: W, diff: Prefetch) -> Result<Self, DeltaError> {
+    fn new(
+        source: &'s S,
+        header: &PatchHeader,
+        out: W,
+        [diff, extra]: [Prefetch; 2],
+    ) -> Result<Self, DeltaError> {
         let (w, c) = (header.window_logs, header.codecs);
         Ok(Self {
             source,
@@ -174,7 +181,7 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
             cursor: 0,
             ctrl: StreamDecoder::new(0, c[0], w[0])?,
             diff,
-            extra: StreamDecoder::new(2, c[2], w[2])?,
+            extra,
             src_buf: vec![0; IO_BUF],
             diff_buf: vec![0; IO_BUF],
             ctrl_buf: [0; CTRL_BUF],
@@ -215,8 +222,9 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
         let mut chunk = vec![0; d_comp as usize];
         format::read_exact(patch, &mut chunk, "segment chunk")?;
         self.diff.start_segment(chunk, d_raw)?;
-        let buf = self.extra.start_segment(e_comp as usize, e_raw);
-        format::read_exact(patch, buf, "segment chunk")?;
+        let mut chunk = vec![0; e_comp as usize];
+        format::read_exact(patch, &mut chunk, "segment chunk")?;
+        self.extra.start_segment(chunk, e_raw)?;
         self.stats.patch_bytes += c_comp + d_comp + e_comp;
         self.stats.segments += 1;
         self.ctrl_pos = 0;

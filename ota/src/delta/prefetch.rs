@@ -1,7 +1,7 @@
-//! Decodes the diff stream on a second thread while `apply` reads the source, decodes the
-//! control and extra streams and writes the target.
+//! Decodes a stream (diff and extra) on its own thread while `apply` reads the source, decodes
+//! the control stream and writes the target.
 //!
-//! The applying thread hands each segment's compressed diff chunk to the worker; the worker
+//! The applying thread hands each segment's compressed chunk to the stream's worker; the worker
 //! decodes it into `BUFS` fixed-size buffers that travel to the applying thread through a
 //! bounded channel and come back once consumed, so memory stays constant. A decode error
 //! travels as a message; dropping either side ends the other (every blocking call fails once
@@ -12,14 +12,13 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use super::codec::Codec;
 use super::error::DeltaError;
+use super::format::STREAMS;
 use super::stream::StreamDecoder;
 
 /// Size of one decoded buffer.
 const BUF_LEN: usize = 64 << 10;
 /// Number of decoded buffers in flight.
 const BUFS: usize = 8;
-/// Index of the diff stream (names its error messages).
-const DIFF: usize = 1;
 
 /// One segment's compressed diff chunk and the raw bytes it decodes to.
 struct Job {
@@ -33,8 +32,9 @@ enum Msg {
     End(Result<(), DeltaError>),
 }
 
-/// The applying thread's end of the diff-stream pipeline.
+/// The applying thread's end of one stream's pipeline.
 pub(crate) struct Prefetch {
+    name: &'static str,
     jobs: SyncSender<Job>,
     data: Receiver<Msg>,
     free: SyncSender<Vec<u8>>,
@@ -46,6 +46,7 @@ pub(crate) struct Prefetch {
 impl std::fmt::Debug for Prefetch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prefetch")
+            .field("name", &self.name)
             .field("raw_left", &self.raw_left)
             .finish()
     }
@@ -55,13 +56,14 @@ impl std::fmt::Debug for Prefetch {
 pub(crate) type Worker<'scope> = ScopedJoinHandle<'scope, ()>;
 
 impl Prefetch {
-    /// Starts the diff-stream worker in `scope`.
+    /// Starts the worker of stream `index` (1 diff, 2 extra) in `scope`.
     pub(crate) fn spawn<'scope>(
         scope: &'scope Scope<'scope, '_>,
+        index: usize,
         codec: Codec,
         window_log: u8,
     ) -> Result<(Self, Worker<'scope>), DeltaError> {
-        let dec = StreamDecoder::new(DIFF, codec, window_log)?;
+        let dec = StreamDecoder::new(index, codec, window_log)?;
         let (jobs, job_rx) = sync_channel(1);
         let (data_tx, data) = sync_channel(BUFS + 1);
         let (free, free_rx) = sync_channel(BUFS);
@@ -71,6 +73,7 @@ impl Prefetch {
         }
         let worker = scope.spawn(move || decode_loop(dec, &job_rx, &free_rx, &data_tx));
         let me = Self {
+            name: STREAMS[index],
             jobs,
             data,
             free,
@@ -91,7 +94,7 @@ impl Prefetch {
     pub(crate) fn read(&mut self, out: &mut [u8]) -> Result<(), DeltaError> {
         if out.len() as u64 > self.raw_left {
             return Err(DeltaError::Corrupt {
-                what: "diff stream shorter than the add records need",
+                what: StreamDecoder::short_msg(self.name),
             });
         }
         let mut filled = 0;
@@ -113,14 +116,14 @@ impl Prefetch {
     pub(crate) fn end_segment(&mut self) -> Result<(), DeltaError> {
         if self.raw_left != 0 {
             return Err(DeltaError::Corrupt {
-                what: "diff stream holds bytes no add record uses",
+                what: StreamDecoder::unused_msg(self.name),
             });
         }
         self.recycle();
         match self.data.recv() {
             Ok(Msg::End(r)) => r,
             Ok(Msg::Data(_)) => Err(DeltaError::Corrupt {
-                what: "diff stream holds bytes no add record uses",
+                what: StreamDecoder::unused_msg(self.name),
             }),
             Err(_) => Err(worker_gone()),
         }
@@ -137,7 +140,7 @@ impl Prefetch {
             }
             Ok(Msg::End(Err(e))) => Err(e),
             Ok(Msg::End(Ok(()))) => Err(DeltaError::Corrupt {
-                what: "diff stream shorter than the add records need",
+                what: StreamDecoder::short_msg(self.name),
             }),
             Err(_) => Err(worker_gone()),
         }
@@ -158,16 +161,16 @@ pub(crate) fn join<T>(worker: Worker<'_>, result: Result<T, DeltaError>) -> Resu
     match worker.join() {
         Ok(()) => result,
         Err(_) => Err(DeltaError::Io {
-            context: "decoding the diff stream",
-            source: std::io::Error::other("diff decoder thread panicked"),
+            context: "decoding a patch stream on its thread",
+            source: std::io::Error::other("stream decoder thread panicked"),
         }),
     }
 }
 
 fn worker_gone() -> DeltaError {
     DeltaError::Io {
-        context: "decoding the diff stream",
-        source: std::io::Error::other("diff decoder thread stopped"),
+        context: "decoding a patch stream on its thread",
+        source: std::io::Error::other("stream decoder thread stopped"),
     }
 }
 
@@ -216,7 +219,7 @@ mod tests {
     fn decodes_across_buffers_then_reports_a_bad_chunk() {
         let (raw, chunk) = segment(300_000);
         std::thread::scope(|s| {
-            let (mut p, worker) = Prefetch::spawn(s, Codec::Zstd, 20).unwrap();
+            let (mut p, worker) = Prefetch::spawn(s, 1, Codec::Zstd, 20).unwrap();
             p.start_segment(chunk, raw.len() as u64).unwrap();
             let mut out = vec![0; raw.len()];
             p.read(&mut out[..1000]).unwrap();
@@ -235,7 +238,7 @@ mod tests {
     fn unused_bytes_and_early_drop_end_cleanly() {
         let (raw, chunk) = segment(2_000_000);
         std::thread::scope(|s| {
-            let (mut p, worker) = Prefetch::spawn(s, Codec::Zstd, 22).unwrap();
+            let (mut p, worker) = Prefetch::spawn(s, 1, Codec::Zstd, 22).unwrap();
             p.start_segment(chunk.clone(), raw.len() as u64).unwrap();
             let mut out = [0u8; 10];
             p.read(&mut out).unwrap();

@@ -64,7 +64,7 @@ impl StreamDecoder {
     pub(crate) fn read(&mut self, out: &mut [u8]) -> Result<(), DeltaError> {
         if out.len() as u64 > self.raw_left {
             return Err(DeltaError::Corrupt {
-                what: self.short_msg(),
+                what: Self::short_msg(self.name),
             });
         }
         let mut filled = 0;
@@ -75,7 +75,7 @@ impl StreamDecoder {
                 .map_err(|_| DeltaError::Corrupt { what: self.bad_msg() })?;
             if st.read == 0 && st.written == 0 {
                 return Err(DeltaError::Corrupt {
-                    what: self.short_msg(),
+                    what: Self::short_msg(self.name),
                 });
             }
             self.pos += st.read;
@@ -90,7 +90,7 @@ impl StreamDecoder {
     pub(crate) fn end_segment(&mut self) -> Result<(), DeltaError> {
         if self.raw_left != 0 {
             return Err(DeltaError::Corrupt {
-                what: self.unused_msg(),
+                what: Self::unused_msg(self.name),
             });
         }
         let mut probe = [0u8; 1];
@@ -101,7 +101,7 @@ impl StreamDecoder {
                 .map_err(|_| DeltaError::Corrupt { what: self.bad_msg() })?;
             if st.written > 0 || st.read == 0 {
                 return Err(DeltaError::Corrupt {
-                    what: self.unused_msg(),
+                    what: Self::unused_msg(self.name),
                 });
             }
             self.pos += st.read;
@@ -109,8 +109,8 @@ impl StreamDecoder {
         Ok(())
     }
 
-    fn short_msg(&self) -> &'static str {
-        match self.name {
+    pub(crate) fn short_msg(name: &str) -> &'static str {
+        match name {
             "control" => "control stream shorter than its segment needs",
             "diff" => "diff stream shorter than the add records need",
             _ => "extra stream shorter than the insert records need",
@@ -125,8 +125,8 @@ impl StreamDecoder {
         }
     }
 
-    fn unused_msg(&self) -> &'static str {
-        match self.name {
+    pub(crate) fn unused_msg(name: &str) -> &'static str {
+        match name {
             "control" => "control stream has data past its declared length",
             "diff" => "diff stream holds bytes no add record uses",
             _ => "extra stream holds bytes no insert record uses",
