@@ -6,7 +6,7 @@
 #                           [--halyard BIN] [--halyard-rev REV] [--worktree] [--no-build]
 #                           [--corpus-only] [--keep]
 #   --pairs        which corpus pairs to run (default: all three)
-#   --tools        comma list from: halyard halyard-lzma2 (diff --codec lzma2) bsdiff qbsdiff
+#   --tools        comma list from: halyard (default codecs) halyard-zstd (diff --codec zstd) bsdiff qbsdiff
 #                  xdelta3 zstd hdiffpatch-zstd
 #                  hdiffpatch-lzma hdiffpatch-lzma2 (default: all)
 #   --quick        skip the slow runs: bsdiff/qbsdiff on ext4, and hdiffpatch other than lzma2
@@ -25,7 +25,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 WORK="$HERE/work"
-ALL_TOOLS="halyard,halyard-lzma2,bsdiff,qbsdiff,xdelta3,zstd,hdiffpatch-zstd,hdiffpatch-lzma,hdiffpatch-lzma2"
+ALL_TOOLS="halyard,halyard-zstd,bsdiff,qbsdiff,xdelta3,zstd,hdiffpatch-zstd,hdiffpatch-lzma,hdiffpatch-lzma2"
 PAIRS="shlib,exe,ext4"
 TOOLS="$ALL_TOOLS"
 QUICK=0
@@ -146,7 +146,7 @@ diff_cmd() {
     local tool="$1" old="$2" new="$3" patch="$4"
     case "$tool" in
         halyard) CMD=("$HALYARD" diff "$old" "$new" -o "$patch") ;;
-        halyard-lzma2) CMD=("$HALYARD" diff --codec lzma2 "$old" "$new" -o "$patch") ;;
+        halyard-zstd) CMD=("$HALYARD" diff --codec zstd "$old" "$new" -o "$patch") ;;
         bsdiff) CMD=(bsdiff "$old" "$new" "$patch") ;;
         qbsdiff) CMD=("$WORK/tools/bin/qbsdiff" "$old" "$new" "$patch") ;;
         xdelta3) CMD=(xdelta3 -f -9 -S djw -B "$(xdelta_srcwin "$old")" -e -s "$old" "$new" "$patch") ;;
@@ -160,7 +160,7 @@ diff_cmd() {
 apply_cmd() {
     local tool="$1" old="$2" patch="$3" out="$4" new="$5"
     case "$tool" in
-        halyard|halyard-lzma2) CMD=("$HALYARD" apply "$old" "$patch" -o "$out") ;;
+        halyard|halyard-zstd) CMD=("$HALYARD" apply "$old" "$patch" -o "$out") ;;
         bsdiff) CMD=(bspatch "$old" "$out" "$patch") ;;
         qbsdiff) CMD=("$WORK/tools/bin/qbspatch" "$old" "$out" "$patch") ;;
         xdelta3) CMD=(xdelta3 -f -d -B "$(xdelta_srcwin "$old")" -s "$old" "$patch" "$out") ;;

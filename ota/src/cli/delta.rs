@@ -39,7 +39,7 @@ pub struct DiffArgs {
 pub enum CodecArg {
     /// zstd everywhere (fastest apply).
     Zstd,
-    /// LZMA2 for the diff and extra streams (smallest patches).
+    /// LZMA2 for the diff and extra streams (smallest patches; the default).
     Lzma2,
 }
 
