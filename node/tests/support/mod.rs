@@ -43,20 +43,7 @@ pub fn now() -> u64 {
 
 /// Deterministic image bytes with repeats (so deltas find matches).
 pub fn image_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        if state.is_multiple_of(4) {
-            out.extend_from_slice(b"halyard image block ");
-        } else {
-            out.extend_from_slice(&state.to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
+    halyard_ota::fuzzing::pseudo_random_image(len, seed)
 }
 
 pub fn image_of(version: &str, bytes: &[u8]) -> Image {

@@ -3,13 +3,13 @@
 //! the patch through a buffered reader, the target is written to a temporary file renamed on success.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::path::PathBuf;
 
 use serde_json::json;
 
 use crate::cli::CliError;
-use crate::cli::util::{AtomicFile, emit, open, progress, read};
+use crate::cli::util::{emit, open, progress, read, write_atomic_with};
 use crate::delta::{self, DiffOptions};
 
 /// Arguments of `diff`.
@@ -77,15 +77,8 @@ pub fn diff(args: &DiffArgs, json: bool) -> Result<(), CliError> {
     };
     let bar = progress(0, "diffing");
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let mut out = AtomicFile::create(&args.output)?;
-    let mut writer = BufWriter::new(out.file()?);
-    let stats = delta::diff(&old, &new, &options, &mut writer)?;
-    writer
-        .flush()
-        .map_err(CliError::io(format!("writing {}", args.output.display())))?;
-    drop(writer);
+    let stats = write_atomic_with(&args.output, |w| Ok(delta::diff(&old, &new, &options, w)?))?;
     bar.finish_and_clear();
-    out.commit()?;
     emit(
         json,
         &json!({"patch": args.output, "old_bytes": old.len(), "new_bytes": new.len(), "patch_bytes": stats.patch_bytes,
@@ -108,15 +101,8 @@ pub fn apply(args: &ApplyArgs, json: bool) -> Result<(), CliError> {
     let patch_file = open(&args.patch)?;
     let bar = progress(patch_file.metadata().map(|m| m.len()).unwrap_or(0), "applying");
     let patch = bar.wrap_read(BufReader::new(patch_file));
-    let mut out = AtomicFile::create(&args.output)?;
-    let mut writer = BufWriter::new(out.file()?);
-    let stats = delta::apply(&source, patch, &mut writer)?;
-    writer
-        .flush()
-        .map_err(CliError::io(format!("writing {}", args.output.display())))?;
-    drop(writer);
+    let stats = write_atomic_with(&args.output, |w| Ok(delta::apply(&source, patch, w)?))?;
     bar.finish_and_clear();
-    out.commit()?;
     emit(
         json,
         &json!({"output": args.output, "target_bytes": stats.target_bytes, "patch_bytes": stats.patch_bytes,

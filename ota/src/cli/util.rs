@@ -90,6 +90,23 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), CliError> {
     out.commit()
 }
 
+/// Streams into `dest` through a buffer and renames it into place only when `fill` succeeded.
+pub fn write_atomic_with<T>(
+    dest: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut File>) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    use std::io::Write;
+    let mut out = AtomicFile::create(dest)?;
+    let mut writer = std::io::BufWriter::new(out.file()?);
+    let value = fill(&mut writer)?;
+    writer
+        .flush()
+        .map_err(CliError::io(format!("writing {}", dest.display())))?;
+    drop(writer);
+    out.commit()?;
+    Ok(value)
+}
+
 /// Reads a whole file with a contextual error.
 pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     fs::read(path).map_err(CliError::io(format!("reading {}", path.display())))
