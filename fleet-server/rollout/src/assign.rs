@@ -41,6 +41,7 @@ impl Ctx<'_> {
             *load.entry(site).or_default() += 1;
             if let Some(rec) = self.state.devices.get_mut(&id) {
                 rec.assigned_at = Some(self.now);
+                rec.window = window;
                 rec.from_version = view.active_version.clone();
             }
             self.actions.push(Action::Install {

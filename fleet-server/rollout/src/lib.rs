@@ -1,7 +1,7 @@
 //! Halyard's rollout engine: a pure function of (rollout, device states, sites, now) → actions,
 //! with injected time and seed. No I/O, no clock reads, no global randomness.
 //!
-//! The server calls [`step`] on every tick and after each device report, and [`command`] for
+//! The server calls [`step`] on every tick and after each device report, and [`command()`] for
 //! operator commands; it applies the returned [`Action`]s, records the [`Decision`]s and stores
 //! the returned [`RolloutState`] (JSON) in one transaction. Calls are idempotent: every action is
 //! issued once, and a second call with the same inputs returns nothing new.
@@ -13,7 +13,7 @@
 //! - [`windows`]: [`Site`], maintenance windows in the site's time zone (DST, wrap past midnight).
 //! - [`state`]: [`RolloutState`], [`Status`], per-wave and per-device records.
 //! - [`output`]: [`Step`], [`Action`], [`Decision`].
-//! - [`command`]: [`command`], [`Command`], [`CommandError`] (one `match (command, status)`).
+//! - [`mod@command`]: [`command()`], [`Command`], [`CommandError`] (one `match (command, status)`).
 //! - `canary`: seeded wave plan; wave 1 covers every hardware class, waves spread across sites.
 //! - `rng`: splitmix64 and per-device seeded ranks.
 //! - `engine`: [`step`]: plan, observe, budget, advance, assign.

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
+
 use crate::engine::Ctx;
 use crate::output::DecisionKind;
 use crate::policy::Breach;
@@ -27,7 +29,14 @@ impl Ctx<'_> {
             return;
         }
         let version = self.spec.version.as_str();
-        let found = view.reported_failure(version).or_else(|| self.silence(view, rec));
+        if missed_window(view, rec, version, self.now) {
+            self.requeue(id);
+            return;
+        }
+        let since_assigned = rec.assigned_at.map_or(i64::MIN, |t| t.as_second());
+        let found = (view.reported_failure(version))
+            .filter(|_| view.last_seen >= since_assigned)
+            .or_else(|| self.silence(view, rec));
         let committed = rec.committed_at.is_none() && view.committed_healthy(version);
         let (index, hw) = (rec.wave_index, rec.hw_class.clone());
         let now = self.now;
@@ -49,6 +58,20 @@ impl Ctx<'_> {
         } else if committed {
             rec.committed_at = Some(now);
         }
+    }
+
+    /// The device never picked up its install before the window closed: it waits for the next
+    /// open window (not a failure).
+    fn requeue(&mut self, id: &str) {
+        let Some(rec) = self.state.devices.get_mut(id) else {
+            return;
+        };
+        let end = rec.window.map(|w| w.end.to_string()).unwrap_or_default();
+        (rec.assigned_at, rec.window, rec.from_version) = (None, None, None);
+        let index = rec.wave_index;
+        let message =
+            format!("device {id} did not start before its window closed at {end}; waits for the next one");
+        self.decide(Some(index), DecisionKind::Requeued, message);
     }
 
     /// Silence counts while the device updates, and while its wave soaks.
@@ -156,4 +179,12 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// The install window ended and the device shows nothing of the release yet.
+fn missed_window(view: &crate::DeviceView, rec: &DeviceRecord, version: &str, now: Timestamp) -> bool {
+    let ended = rec.window.is_some_and(|w| now >= w.end);
+    let untouched =
+        view.phase_version.as_deref() != Some(version) && view.active_version.as_deref() != Some(version);
+    ended && untouched && rec.committed_at.is_none()
 }

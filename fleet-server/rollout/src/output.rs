@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::RolloutState;
 use crate::windows::Window;
 
-/// The result of [`crate::step`] or [`crate::command`]. Persist `state`, apply `actions` and
+/// The result of [`crate::step`] or [`crate::command()`]. Persist `state`, apply `actions` and
 /// record `decisions` in one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
@@ -69,6 +69,8 @@ pub enum DecisionKind {
     WaveSoaked,
     /// A device counted as failed.
     DeviceFailed,
+    /// A device did not start before its window closed; it waits for the next one.
+    Requeued,
     /// A failure budget was exceeded.
     Breach,
     /// Paused (breach policy or operator).

@@ -137,6 +137,7 @@ fn record(wave_index: usize, d: &DeviceView, joined_late: bool) -> DeviceRecord 
         joined_late,
         from_version: None,
         assigned_at: None,
+        window: None,
         committed_at: None,
         failure: None,
         exit: None,

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::windows::Window;
+
 /// Where the rollout is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -128,6 +130,9 @@ pub struct DeviceRecord {
     pub from_version: Option<String>,
     /// When `Install` was issued.
     pub assigned_at: Option<Timestamp>,
+    /// The window occurrence the install was issued for (`None` = no window).
+    #[serde(default)]
+    pub window: Option<Window>,
     /// When the engine first saw it committed and healthy.
     pub committed_at: Option<Timestamp>,
     /// First failure seen (sticky: it counts against the budget even if the device recovers).

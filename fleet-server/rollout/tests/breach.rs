@@ -247,3 +247,28 @@ fn late_health_failure_of_an_earlier_wave_still_counts() {
     f.step();
     assert!(matches!(&f.state.status, Status::Paused { reason } if reason.contains("wave 1 breached")));
 }
+
+#[test]
+fn a_failure_reported_before_the_install_was_issued_is_not_counted() {
+    let mut f = fleet(Breach::Pause, |_| Behave::Good);
+    for d in &mut f.devices {
+        // An earlier attempt of the same release, reported an hour ago.
+        (d.phase, d.phase_version) = (Phase::RolledBack, Some(NEW.into()));
+        d.last_seen -= 3600;
+    }
+    let first = f.step();
+    assert!(!first.is_empty());
+    let again = f.step();
+    assert!(again.is_empty());
+    assert_eq!(
+        f.state.status,
+        Status::Running,
+        "stale reports predate the install"
+    );
+    f.tick(60);
+    f.step();
+    assert!(
+        matches!(f.state.status, Status::Paused { .. }),
+        "the same state reported after the install counts"
+    );
+}

@@ -25,6 +25,42 @@ fn status(name: &str) -> Status {
     }
 }
 
+const STATUSES: [&str; 6] = [
+    "running",
+    "paused",
+    "completed",
+    "reverting",
+    "reverted",
+    "aborted",
+];
+const COMMANDS: [Command; 4] = [Command::Pause, Command::Resume, Command::Abort, Command::Rollback];
+
+/// Runs `cmd` on a rollout whose wave 1 is installed and committed, put in status `before`.
+/// Returns the status after, or `None` for a typed refusal (checked to change nothing).
+fn outcome(before: &str, cmd: Command) -> Option<&'static str> {
+    let mut f = fleet();
+    let first = f.step();
+    f.apply(&first);
+    f.state.status = status(before);
+    match f.command(cmd) {
+        Ok(_) => Some(f.state.status.name()),
+        Err(err) => {
+            let expected = CommandError::NotAllowed {
+                rollout: "r1".into(),
+                command: cmd,
+                status: status(before).name(),
+            };
+            assert_eq!(err, expected);
+            assert_eq!(
+                f.state.status,
+                status(before),
+                "a refused command changes nothing"
+            );
+            None
+        }
+    }
+}
+
 /// Rows: (status before, command, status after or None for a typed refusal).
 #[test]
 fn command_table() {
@@ -33,15 +69,15 @@ fn command_table() {
         ("running", Pause, Some("paused")),
         ("running", Resume, None),
         ("running", Abort, Some("aborted")),
-        ("running", Rollback, Some("reverted")),
+        ("running", Rollback, Some("reverting")),
         ("paused", Pause, None),
         ("paused", Resume, Some("running")),
         ("paused", Abort, Some("aborted")),
-        ("paused", Rollback, Some("reverted")),
+        ("paused", Rollback, Some("reverting")),
         ("completed", Pause, None),
         ("completed", Resume, None),
         ("completed", Abort, None),
-        ("completed", Rollback, Some("reverted")),
+        ("completed", Rollback, Some("reverting")),
         ("reverting", Pause, None),
         ("reverting", Resume, None),
         ("reverting", Abort, Some("aborted")),
@@ -53,32 +89,44 @@ fn command_table() {
         ("aborted", Pause, None),
         ("aborted", Resume, None),
         ("aborted", Abort, None),
-        ("aborted", Rollback, Some("reverted")),
+        ("aborted", Rollback, Some("reverting")),
     ];
+    assert_eq!(
+        rows.len(),
+        STATUSES.len() * COMMANDS.len(),
+        "every (status, command) pair"
+    );
     for (before, cmd, after) in rows {
-        let mut f = fleet();
-        f.state.status = status(before);
-        let result = f.command(cmd);
-        match after {
-            // Nothing touched yet, so a revert finishes at once.
-            Some(after) => assert_eq!(f.state.status.name(), after, "{before} + {cmd}: {result:?}"),
-            None => {
-                let err = result.unwrap_err();
-                assert_eq!(
-                    err,
-                    CommandError::NotAllowed {
-                        rollout: "r1".into(),
-                        command: cmd,
-                        status: status(before).name()
-                    }
-                );
-                assert_eq!(
-                    f.state.status,
-                    status(before),
-                    "a refused command changes nothing"
-                );
-            }
-        }
+        assert_eq!(outcome(before, cmd), after, "{before} + {cmd}");
+    }
+}
+
+/// docs/rollout.md's command table is generated from the code (HALYARD_BLESS=1 rewrites it).
+#[test]
+fn command_table_in_the_docs_matches_the_code() {
+    let mut table =
+        String::from("| status \\ command | pause | resume | abort | rollback |\n|---|---|---|---|---|\n");
+    for before in STATUSES {
+        let cells: Vec<String> = COMMANDS
+            .iter()
+            .map(|cmd| outcome(before, *cmd).map_or("refused".to_owned(), |s| format!("→ `{s}`")))
+            .collect();
+        table.push_str(&format!("| `{before}` | {} |\n", cells.join(" | ")));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/rollout.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (open, close) = ("<!-- command-table -->\n", "<!-- /command-table -->");
+    let start = doc.find(open).unwrap() + open.len();
+    let end = doc.find(close).unwrap();
+    if std::env::var_os("HALYARD_BLESS").is_some() {
+        let fresh = format!("{}{table}{}", &doc[..start], &doc[end..]);
+        std::fs::write(&path, fresh).unwrap();
+    } else {
+        assert_eq!(
+            &doc[start..end],
+            table,
+            "docs/rollout.md is stale: run HALYARD_BLESS=1 cargo test -p halyard-rollout --test commands"
+        );
     }
 }
 

@@ -294,3 +294,52 @@ fn devices_busy_with_another_release_count_against_the_cap() {
     let mut f = Fleet::new(spec, devs, vec![capped], now);
     assert_eq!(f.step().len(), 1);
 }
+
+/// Moves the clock to `when`; online devices report.
+fn at(f: &mut Fleet, when: &str) {
+    f.tick(ts(when).as_second() - f.now.as_second());
+}
+
+#[test]
+fn a_device_that_misses_its_window_waits_for_the_next_one() {
+    let site = Site {
+        name: "ber".into(),
+        ..windowed("Europe/Berlin", win(&[], "02:00", "04:00"))
+    };
+    let mut f = one_site_fleet(site, true);
+    at(&mut f, "2026-11-27T01:30:00Z");
+    let first = f.step();
+    assert_eq!(first.len(), 6);
+    f.apply(&first[1..]); // the first device never picks its install up
+    let Action::Install { device: sleepy, .. } = first[0].clone() else {
+        panic!()
+    };
+    at(&mut f, "2026-11-27T02:59:59Z");
+    assert!(f.step().is_empty(), "window still open");
+    at(&mut f, "2026-11-27T03:00:00Z");
+    assert!(f.step().is_empty(), "window closed: nothing to issue");
+    assert!(
+        f.decisions
+            .iter()
+            .any(|d| d.kind == DecisionKind::Requeued && d.message.contains(&sleepy))
+    );
+    assert_eq!(
+        f.state.status,
+        Status::Running,
+        "a missed window is not a failure"
+    );
+    at(&mut f, "2026-11-28T01:00:00Z");
+    let again = f.step();
+    let next = Window {
+        start: ts("2026-11-28T01:00:00Z"),
+        end: ts("2026-11-28T03:00:00Z"),
+    };
+    assert_eq!(
+        again,
+        vec![Action::Install {
+            device: sleepy,
+            version: NEW.into(),
+            window: Some(next)
+        }]
+    );
+}
