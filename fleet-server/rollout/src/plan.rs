@@ -1,6 +1,6 @@
 //! Planning the waves on the first step, and placing devices that enroll later.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::canary::{Candidate, plan_waves};
 use crate::device::DeviceView;
@@ -29,7 +29,8 @@ impl<'a> Ctx<'a> {
         }
         let version = self.spec.version.as_str();
         let mut candidates = Vec::new();
-        for d in devices {
+        let mut seen = BTreeSet::new();
+        for d in devices.iter().filter(|d| seen.insert(d.id.as_str())) {
             if d.active_version.as_deref() == Some(version) {
                 self.state.already_current.insert(d.id.clone());
             } else {

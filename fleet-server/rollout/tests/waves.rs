@@ -239,3 +239,13 @@ fn count_waves_and_small_fleets() {
     );
     assert_eq!(f.state.status, Status::Completed);
 }
+
+#[test]
+fn a_device_listed_twice_is_planned_once() {
+    let mut f = fleet();
+    let dup = f.devices[0].clone();
+    f.devices.push(dup);
+    f.step();
+    let placed: usize = f.state.waves.iter().map(|w| w.devices.len()).sum();
+    assert_eq!(placed, 40);
+}

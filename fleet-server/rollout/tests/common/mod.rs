@@ -1,6 +1,8 @@
 //! A tiny fleet for the rollout tests: devices that react to actions, and a virtual clock.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
+
 use halyard_rollout::*;
 use jiff::Timestamp;
 
@@ -102,6 +104,8 @@ pub struct Fleet {
     pub decisions: Vec<Decision>,
     pub actions: Vec<Action>,
     pub behave: fn(&DeviceView) -> Behave,
+    /// Per hardware class behaviour; overrides `behave` for the classes it names.
+    pub class_behave: BTreeMap<String, Behave>,
 }
 
 impl Fleet {
@@ -115,6 +119,7 @@ impl Fleet {
             decisions: vec![],
             actions: vec![],
             behave: |_| Behave::Good,
+            class_behave: BTreeMap::new(),
         }
     }
 
@@ -159,9 +164,9 @@ impl Fleet {
     pub fn tick(&mut self, secs: i64) {
         self.now = Timestamp::from_second(self.now.as_second() + secs).unwrap();
         let now = self.now.as_second();
-        let behave = self.behave;
-        for d in &mut self.devices {
-            let silent = behave(d) == Behave::Silent && d.phase_version.as_deref() == Some(NEW);
+        let behave: Vec<Behave> = self.devices.iter().map(|d| self.behave_of(d)).collect();
+        for (d, b) in self.devices.iter_mut().zip(behave) {
+            let silent = b == Behave::Silent && d.phase_version.as_deref() == Some(NEW);
             if !silent {
                 d.last_seen = now;
             }
@@ -173,7 +178,7 @@ impl Fleet {
         for a in actions {
             match a {
                 Action::Install { device, version, .. } => {
-                    let b = (self.behave)(self.get(device));
+                    let b = self.behave_of(self.get(device));
                     react(self.dev(device), version, b);
                 }
                 Action::Revert { device, to_version } => {
@@ -201,6 +206,13 @@ impl Fleet {
                 return;
             }
         }
+    }
+
+    pub fn behave_of(&self, d: &DeviceView) -> Behave {
+        self.class_behave
+            .get(&d.hw_class)
+            .copied()
+            .unwrap_or_else(|| (self.behave)(d))
     }
 
     pub fn installs(&self) -> Vec<String> {
