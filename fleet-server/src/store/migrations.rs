@@ -1,0 +1,41 @@
+//! Versioned schema migrations. Each entry moves the schema from version `i` to `i + 1`; the applied
+//! version lives in SQLite's `user_version`, and a database newer than this binary is refused.
+
+/// Migrations in order; never edit a released one, append a new one.
+pub const SQLITE: &[&str] = &[
+    // 1: the initial schema
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE api_tokens (hash TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+        role TEXT NOT NULL, created_at INTEGER NOT NULL);
+    CREATE TABLE enroll_tokens (hash TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, site TEXT,
+        tags TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER, used_by TEXT);
+    CREATE TABLE devices (id TEXT PRIMARY KEY, public_key TEXT NOT NULL UNIQUE, product TEXT NOT NULL,
+        hardware_class TEXT NOT NULL, site TEXT, tags TEXT NOT NULL, enrolled_at INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL, online INTEGER NOT NULL, report TEXT);
+    CREATE TABLE sequences (device TEXT NOT NULL, kind TEXT NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (device, kind));
+    CREATE TABLE events (id INTEGER PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL,
+        at INTEGER NOT NULL, rollout TEXT, from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT);
+    CREATE INDEX events_device ON events (device, id);
+    CREATE TABLE sites (name TEXT PRIMARY KEY, tz TEXT NOT NULL, windows TEXT NOT NULL,
+        max_concurrent INTEGER);
+    CREATE TABLE releases (version TEXT PRIMARY KEY, product TEXT NOT NULL,
+        security_version INTEGER NOT NULL, bundle_sha256 TEXT NOT NULL, bundle_size INTEGER NOT NULL,
+        image_sha256 TEXT NOT NULL, image_size INTEGER NOT NULL, created_at INTEGER NOT NULL);
+    CREATE TABLE quarantines (version TEXT NOT NULL, hardware_class TEXT NOT NULL, reason TEXT NOT NULL,
+        at INTEGER NOT NULL, PRIMARY KEY (version, hardware_class));
+    CREATE TABLE deltas (source_sha256 TEXT NOT NULL, version TEXT NOT NULL,
+        artifact_sha256 TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (source_sha256, version));
+    CREATE TABLE rollouts (id TEXT PRIMARY KEY, version TEXT NOT NULL, selector TEXT NOT NULL,
+        status TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL);
+    CREATE TABLE decisions (id INTEGER PRIMARY KEY, rollout TEXT NOT NULL, at INTEGER NOT NULL,
+        kind TEXT NOT NULL, message TEXT NOT NULL);
+    CREATE INDEX decisions_rollout ON decisions (rollout, id);
+    CREATE TABLE desired (device TEXT PRIMARY KEY, seq INTEGER NOT NULL, rollout TEXT,
+        envelope TEXT NOT NULL);
+    CREATE TABLE audit (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL,
+        action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
+    "#,
+];

@@ -1,0 +1,128 @@
+//! Storage behind one trait. The SQLite backend ([`sqlite::SqliteStore`]) is the embedded default; a
+//! PostgreSQL backend implements the same trait and passes the same conformance suite
+//! (`tests/store_conformance.rs`). The trait is synchronous: the server calls it from
+//! `spawn_blocking`, which suits rusqlite and the blocking `postgres` client alike.
+//!
+//! Every method is one transaction. Operations that must be atomic for crash safety are single methods:
+//! [`Store::enroll`] (consume token + create device), [`Store::commit_step`] (rollout state + decisions
+//! + desired envelopes + quarantines), [`Store::ingest`] (device state + its sequence number).
+
+pub mod migrations;
+pub mod sqlite;
+
+use halyard_protocol::{DeviceId, Kind};
+
+use crate::model::{
+    ApiToken, AuditEntry, Decision, Delta, DesiredRecord, Device, DeviceEvent, EnrollToken, NewDevice,
+    Quarantine, Release, Rollout, Site,
+};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Backend(String),
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+    #[error("{what} {key:?} already exists")]
+    Conflict { what: &'static str, key: String },
+    #[error("{what} {key:?} not found")]
+    NotFound { what: &'static str, key: String },
+    #[error("schema version {found} is newer than this server understands ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Why an enrollment was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollOutcome {
+    /// Enrolled now (or the same key enrolled again with the same token: idempotent).
+    Enrolled(Device),
+    /// Unknown, expired or already used token.
+    BadToken,
+    /// The key is enrolled already with different data.
+    KeyConflict,
+}
+
+/// One verified message from a device, as the ingest path stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingest {
+    Report(Box<halyard_protocol::Report>),
+    Event(DeviceEvent),
+    Presence { online: bool },
+}
+
+/// Everything one rollout engine step changes, stored atomically.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepCommit {
+    pub status: String,
+    pub state: serde_json::Value,
+    pub decisions: Vec<Decision>,
+    pub desired: Vec<DesiredRecord>,
+    pub quarantines: Vec<Quarantine>,
+}
+
+/// The server's storage.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // operator tokens
+    fn put_api_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()>;
+    fn api_token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
+    fn api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    fn revoke_api_token(&self, id: &str) -> StoreResult<bool>;
+
+    // enrollment
+    fn put_enroll_token(&self, token_hash: &str, token: &EnrollToken) -> StoreResult<()>;
+    fn enroll_tokens(&self) -> StoreResult<Vec<EnrollToken>>;
+    /// Consumes the token and creates the device in one transaction.
+    fn enroll(&self, token_hash: &str, device: &NewDevice, now: i64) -> StoreResult<EnrollOutcome>;
+
+    // devices
+    fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>>;
+    fn devices(&self) -> StoreResult<Vec<Device>>;
+    fn set_device_labels(&self, id: &DeviceId, site: Option<&str>, tags: &[String]) -> StoreResult<()>;
+    /// Stores a verified message and its sequence number; returns false when `seq` is not above the
+    /// last stored one for (device, kind) (a replay; nothing is changed).
+    fn ingest(&self, id: &DeviceId, kind: Kind, seq: u64, msg: &Ingest, now: i64) -> StoreResult<bool>;
+    /// The last accepted sequence numbers, to restore the replay guard on start.
+    fn sequences(&self) -> StoreResult<Vec<(DeviceId, Kind, u64)>>;
+    fn device_events(&self, id: &DeviceId, limit: u32) -> StoreResult<Vec<DeviceEvent>>;
+
+    // sites
+    fn put_site(&self, site: &Site) -> StoreResult<()>;
+    fn sites(&self) -> StoreResult<Vec<Site>>;
+    fn delete_site(&self, name: &str) -> StoreResult<bool>;
+
+    // releases, quarantine, deltas
+    fn put_release(&self, release: &Release) -> StoreResult<()>;
+    fn releases(&self) -> StoreResult<Vec<Release>>;
+    fn release(&self, version: &str) -> StoreResult<Option<Release>>;
+    fn put_quarantine(&self, q: &Quarantine) -> StoreResult<()>;
+    fn lift_quarantine(&self, version: &str, hardware_class: &str) -> StoreResult<bool>;
+    fn quarantines(&self) -> StoreResult<Vec<Quarantine>>;
+    fn put_delta(&self, delta: &Delta) -> StoreResult<()>;
+    fn deltas(&self, version: &str) -> StoreResult<Vec<Delta>>;
+
+    // rollouts
+    fn put_rollout(&self, rollout: &Rollout) -> StoreResult<()>;
+    fn rollout(&self, id: &str) -> StoreResult<Option<Rollout>>;
+    fn rollouts(&self) -> StoreResult<Vec<Rollout>>;
+    /// Applies one engine step atomically: state, decisions, desired envelopes, quarantines.
+    fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<()>;
+    fn decisions(&self, rollout: &str) -> StoreResult<Vec<Decision>>;
+
+    // desired state per device
+    fn desired(&self, id: &DeviceId) -> StoreResult<Option<DesiredRecord>>;
+    fn all_desired(&self) -> StoreResult<Vec<DesiredRecord>>;
+    /// Highest desired sequence number issued to the device (0 if none).
+    fn desired_seq(&self, id: &DeviceId) -> StoreResult<u64>;
+    fn put_desired(&self, record: &DesiredRecord) -> StoreResult<()>;
+
+    // audit
+    fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+
+    // key-value settings of the server itself (schema-free small values)
+    fn meta(&self, key: &str) -> StoreResult<Option<String>>;
+    fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+}

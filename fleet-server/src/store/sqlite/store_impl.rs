@@ -1,0 +1,361 @@
+//! `impl Store for SqliteStore`: each method one statement or one transaction.
+
+use halyard_protocol::{DeviceId, Kind};
+use rusqlite::{OptionalExtension, Params, Row, params};
+
+use super::devices as dv;
+use super::rollouts as ro;
+use super::{SqliteStore, db, to_json};
+use crate::model::{
+    ApiToken, AuditEntry, Decision, Delta, DesiredRecord, Device, DeviceEvent, EnrollToken, NewDevice,
+    Quarantine, Release, Rollout, Site,
+};
+use crate::store::{EnrollOutcome, Ingest, StepCommit, Store, StoreError, StoreResult};
+
+impl SqliteStore {
+    fn all<T, P: Params>(
+        &self,
+        sql: &str,
+        p: P,
+        f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Vec<T>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+        let rows = stmt.query_map(p, f).map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    fn exec<P: Params>(&self, sql: &str, p: P) -> StoreResult<usize> {
+        self.conn().execute(sql, p).map_err(db)
+    }
+
+    fn tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+}
+
+fn map_all<R, T>(rows: Vec<R>, f: impl Fn(R) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.into_iter().map(f).collect()
+}
+
+impl Store for SqliteStore {
+    fn put_api_token(&self, hash: &str, t: &ApiToken) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO api_tokens (hash, id, name, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hash, t.id, t.name, t.role.as_str(), t.created_at],
+        )
+        .map(|_| ())
+    }
+
+    fn api_token(&self, hash: &str) -> StoreResult<Option<ApiToken>> {
+        let rows = self.all(
+            "SELECT id, name, role, created_at FROM api_tokens WHERE hash = ?1",
+            params![hash],
+            dv::api_token_row,
+        )?;
+        rows.into_iter().next().map(dv::api_token).transpose()
+    }
+
+    fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        let rows = self.all(
+            "SELECT id, name, role, created_at FROM api_tokens ORDER BY created_at, id",
+            [],
+            dv::api_token_row,
+        )?;
+        map_all(rows, dv::api_token)
+    }
+
+    fn revoke_api_token(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.exec("DELETE FROM api_tokens WHERE id = ?1", params![id])? > 0)
+    }
+
+    fn put_enroll_token(&self, hash: &str, t: &EnrollToken) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO enroll_tokens (hash, id, site, tags, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![hash, t.id, t.site, to_json(&t.tags)?, t.created_at, t.expires_at],
+        )
+        .map(|_| ())
+    }
+
+    fn enroll_tokens(&self) -> StoreResult<Vec<EnrollToken>> {
+        let rows = self.all(
+            "SELECT id, site, tags, created_at, expires_at, used_by FROM enroll_tokens ORDER BY created_at, id",
+            [],
+            dv::enroll_row,
+        )?;
+        map_all(rows, dv::enroll_token)
+    }
+
+    fn enroll(&self, hash: &str, device: &NewDevice, now: i64) -> StoreResult<EnrollOutcome> {
+        self.tx(|tx| dv::enroll(tx, hash, device, now))
+    }
+
+    fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>> {
+        dv::find_device(&self.conn(), id)
+    }
+
+    fn devices(&self) -> StoreResult<Vec<Device>> {
+        let rows = self.all(
+            &format!("SELECT {} FROM devices ORDER BY id", dv::DEVICE_COLS),
+            [],
+            dv::device_row,
+        )?;
+        map_all(rows, dv::device)
+    }
+
+    fn set_device_labels(&self, id: &DeviceId, site: Option<&str>, tags: &[String]) -> StoreResult<()> {
+        let n = self.exec(
+            "UPDATE devices SET site = ?2, tags = ?3 WHERE id = ?1",
+            params![id.as_str(), site, to_json(&tags)?],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "device",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn ingest(&self, id: &DeviceId, kind: Kind, seq: u64, msg: &Ingest, now: i64) -> StoreResult<bool> {
+        self.tx(|tx| dv::ingest(tx, id, kind, seq, msg, now))
+    }
+
+    fn sequences(&self) -> StoreResult<Vec<(DeviceId, Kind, u64)>> {
+        let rows = self.all("SELECT device, kind, seq FROM sequences", [], dv::sequence_row)?;
+        map_all(rows, dv::sequence)
+    }
+
+    fn device_events(&self, id: &DeviceId, limit: u32) -> StoreResult<Vec<DeviceEvent>> {
+        let rows = self.all(
+            "SELECT device, seq, at, rollout, from_state, to_state, reason FROM
+               (SELECT * FROM events WHERE device = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+            params![id.as_str(), limit],
+            dv::event_row,
+        )?;
+        map_all(rows, dv::event)
+    }
+
+    fn put_site(&self, s: &Site) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO sites (name, tz, windows, max_concurrent) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET tz = excluded.tz, windows = excluded.windows,
+                 max_concurrent = excluded.max_concurrent",
+            params![s.name, s.tz, to_json(&s.windows)?, s.max_concurrent],
+        )
+        .map(|_| ())
+    }
+
+    fn sites(&self) -> StoreResult<Vec<Site>> {
+        let rows = self.all(
+            "SELECT name, tz, windows, max_concurrent FROM sites ORDER BY name",
+            [],
+            dv::site_row,
+        )?;
+        map_all(rows, dv::site)
+    }
+
+    fn delete_site(&self, name: &str) -> StoreResult<bool> {
+        Ok(self.exec("DELETE FROM sites WHERE name = ?1", params![name])? > 0)
+    }
+
+    fn put_release(&self, r: &Release) -> StoreResult<()> {
+        let n = self.exec(
+            &format!(
+                "INSERT INTO releases ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                ro::RELEASE_COLS
+            ),
+            params![
+                r.version,
+                r.product,
+                ro::i64_of(r.security_version, "security version")?,
+                r.bundle_sha256,
+                ro::i64_of(r.bundle_size, "size")?,
+                r.image_sha256,
+                ro::i64_of(r.image_size, "size")?,
+                r.created_at
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict {
+                what: "release",
+                key: r.version.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn releases(&self) -> StoreResult<Vec<Release>> {
+        self.all(
+            &format!(
+                "SELECT {} FROM releases ORDER BY created_at, version",
+                ro::RELEASE_COLS
+            ),
+            [],
+            ro::release_row,
+        )
+    }
+
+    fn release(&self, version: &str) -> StoreResult<Option<Release>> {
+        let sql = format!("SELECT {} FROM releases WHERE version = ?1", ro::RELEASE_COLS);
+        self.conn()
+            .query_row(&sql, params![version], ro::release_row)
+            .optional()
+            .map_err(db)
+    }
+
+    fn put_quarantine(&self, q: &Quarantine) -> StoreResult<()> {
+        ro::put_quarantine(&self.conn(), q)
+    }
+
+    fn lift_quarantine(&self, version: &str, hw: &str) -> StoreResult<bool> {
+        Ok(self.exec(
+            "DELETE FROM quarantines WHERE version = ?1 AND hardware_class = ?2",
+            params![version, hw],
+        )? > 0)
+    }
+
+    fn quarantines(&self) -> StoreResult<Vec<Quarantine>> {
+        self.all(
+            "SELECT version, hardware_class, reason, at FROM quarantines ORDER BY at, version",
+            [],
+            ro::quarantine_row,
+        )
+    }
+
+    fn put_delta(&self, d: &Delta) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO deltas (source_sha256, version, artifact_sha256, size) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (source_sha256, version) DO UPDATE SET artifact_sha256 = excluded.artifact_sha256,
+                 size = excluded.size",
+            params![
+                d.source_sha256,
+                d.version,
+                d.artifact_sha256,
+                ro::i64_of(d.size, "size")?
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn deltas(&self, version: &str) -> StoreResult<Vec<Delta>> {
+        self.all(
+            "SELECT source_sha256, version, artifact_sha256, size FROM deltas WHERE version = ?1 ORDER BY source_sha256",
+            params![version],
+            ro::delta_row,
+        )
+    }
+
+    fn put_rollout(&self, r: &Rollout) -> StoreResult<()> {
+        let n = self.exec(
+            &format!(
+                "INSERT INTO rollouts ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                ro::ROLLOUT_COLS
+            ),
+            params![
+                r.id,
+                r.version,
+                r.selector,
+                r.status,
+                to_json(&r.spec)?,
+                to_json(&r.state)?,
+                r.created_at,
+                r.updated_at
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict {
+                what: "rollout",
+                key: r.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn rollout(&self, id: &str) -> StoreResult<Option<Rollout>> {
+        let rows = self.all(
+            &format!("SELECT {} FROM rollouts WHERE id = ?1", ro::ROLLOUT_COLS),
+            params![id],
+            ro::rollout_row,
+        )?;
+        rows.into_iter().next().map(ro::rollout).transpose()
+    }
+
+    fn rollouts(&self) -> StoreResult<Vec<Rollout>> {
+        let rows = self.all(
+            &format!(
+                "SELECT {} FROM rollouts ORDER BY created_at, id",
+                ro::ROLLOUT_COLS
+            ),
+            [],
+            ro::rollout_row,
+        )?;
+        map_all(rows, ro::rollout)
+    }
+
+    fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<()> {
+        self.tx(|tx| ro::commit_step(tx, rollout, step, now))
+    }
+
+    fn decisions(&self, rollout: &str) -> StoreResult<Vec<Decision>> {
+        self.all(
+            "SELECT rollout, at, kind, message FROM decisions WHERE rollout = ?1 ORDER BY id",
+            params![rollout],
+            ro::decision_row,
+        )
+    }
+
+    fn desired(&self, id: &DeviceId) -> StoreResult<Option<DesiredRecord>> {
+        let rows = self.all(
+            "SELECT device, seq, rollout, envelope FROM desired WHERE device = ?1",
+            params![id.as_str()],
+            ro::desired_row,
+        )?;
+        rows.into_iter().next().map(ro::desired).transpose()
+    }
+
+    fn all_desired(&self) -> StoreResult<Vec<DesiredRecord>> {
+        let rows = self.all(
+            "SELECT device, seq, rollout, envelope FROM desired ORDER BY device",
+            [],
+            ro::desired_row,
+        )?;
+        map_all(rows, ro::desired)
+    }
+
+    fn desired_seq(&self, id: &DeviceId) -> StoreResult<u64> {
+        Ok(self.desired(id)?.map_or(0, |d| d.seq))
+    }
+
+    fn put_desired(&self, record: &DesiredRecord) -> StoreResult<()> {
+        ro::put_desired(&self.conn(), record)
+    }
+
+    fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.at, e.actor, e.action, e.target, e.detail],
+        )
+        .map(|_| ())
+    }
+
+    fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        self.all(
+            "SELECT at, actor, action, target, detail FROM (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            params![limit],
+            ro::audit_row,
+        )
+    }
+
+    fn meta(&self, key: &str) -> StoreResult<Option<String>> {
+        self.meta_get(key)
+    }
+
+    fn put_meta(&self, key: &str, value: &str) -> StoreResult<()> {
+        self.meta_put(key, value)
+    }
+}
