@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
@@ -74,12 +75,25 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             report_halt(halt);
         }
         Command::Run | Command::PrintDefaultConfig => {
-            let stop = AtomicBool::new(false);
+            let stop = stop_on_signals().context("installing signal handlers")?;
             let halt = app::run(&settings, &stop).context("running the agent")?;
             report_halt(halt);
         }
     }
     Ok(())
+}
+
+/// SIGTERM and SIGINT set the returned flag: the agent loop sees it between two steps (the journal is
+/// consistent there), disconnects and exits 0. A second signal while it winds down exits at once
+/// (status 1): the journal is crash-safe at any instant, so that is still safe.
+fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
 }
 
 fn report_halt(halt: Halt) {

@@ -232,3 +232,73 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// SIGTERM stops `run` cleanly: exit status 0, the journal loads and holds the state it had, no temp
+/// file is left behind. The broker is a closed loopback port, so the agent is mid-reconnect.
+#[test]
+fn sigterm_stops_run_cleanly_with_a_consistent_journal() {
+    let b = Box_::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dropins = b.tmp.path().join("agent.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("broker.toml"),
+        format!("[server]\nbroker = \"mqtt://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let log = b.tmp.path().join("agent.log");
+    let mut agent = Killed(
+        Command::new(env!("CARGO_BIN_EXE_halyard-agent"))
+            .arg("--config")
+            .arg(b.tmp.path().join("agent.toml"))
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let running = || std::fs::read_to_string(&log).unwrap().contains("agent running");
+    let started = std::time::Instant::now();
+    while !running() {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = wait_for(&mut agent.0, std::time::Duration::from_secs(10));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status:?}\n{text}");
+    assert!(text.contains("agent stopped"), "{text}");
+    let data = b.tmp.path().join("data");
+    let journal =
+        halyard_node::journal::Journal::new(&data, std::sync::Arc::new(halyard_node::faults::NoCrash));
+    let record = journal.load().unwrap().expect("a journal");
+    assert_eq!(record.state, halyard_node::fsm::State::Idle);
+    let leftovers: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn wait_for(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the agent did not exit within {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

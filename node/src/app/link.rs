@@ -26,6 +26,7 @@ pub struct Link {
     device: DeviceId,
     key: SigningKey,
     seq: Arc<Mutex<SeqCounter>>,
+    clock: Arc<dyn Clock>,
     last_report: Option<Report>,
 }
 
@@ -41,7 +42,7 @@ impl Link {
     ) -> Self {
         let inbox = Inbox::new(device.clone(), server_key);
         let seq = Arc::new(Mutex::new(seq));
-        let signer = presence_signer(device.clone(), key.clone(), seq.clone(), clock);
+        let signer = presence_signer(device.clone(), key.clone(), seq.clone(), clock.clone());
         let mqtt = Mqtt::start(settings, device.as_str(), inbox.topic(), signer);
         Self {
             mqtt,
@@ -49,6 +50,7 @@ impl Link {
             device,
             key,
             seq,
+            clock,
             last_report: None,
         }
     }
@@ -81,8 +83,21 @@ impl Link {
         }
     }
 
-    /// Disconnect cleanly.
+    /// Disconnect cleanly. A clean disconnect does not fire the last will, so the offline presence
+    /// is published first (with a fresh sequence number, newer than the online one).
     pub fn shutdown(self) {
+        let offline = || -> Result<(), AppError> {
+            let seq = self
+                .seq
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .next_seq()?;
+            let msg = codec::presence(false, self.clock.now(), &self.device, seq, &self.key)?;
+            Ok(self.mqtt.publish(msg)?)
+        };
+        if let Err(e) = offline() {
+            tracing::warn!(error = %e, "offline presence");
+        }
         self.mqtt.shutdown();
     }
 
