@@ -60,10 +60,30 @@ pub enum FetchError {
     },
 }
 
+/// What identifies one version of an artifact on its server: the HTTP `ETag` (when the server sends
+/// one) and the total size. The driver persists it beside a partial download, so a resume after a
+/// restart still sends `If-Range` and notices a changed artifact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validator {
+    /// The entity tag, verbatim (quotes included).
+    pub etag: Option<String>,
+    /// The artifact's total size.
+    pub size: u64,
+}
+
 /// A source of artifact bytes.
 pub trait Fetcher: std::fmt::Debug {
     /// Write bytes `range` of the artifact at `url` to `out`, all of them or an error.
     fn fetch_range(&mut self, url: &str, range: Range<u64>, out: &mut dyn Write) -> Result<(), FetchError>;
+
+    /// The validator of `url` as of the last range fetched (`None`: this source has none).
+    fn validator(&self, _url: &str) -> Option<Validator> {
+        None
+    }
+
+    /// Bytes already fetched from `url` (before a restart) belong to the version `validator` names:
+    /// later ranges must come from that version, or fail with [`FetchError::Changed`].
+    fn remember_validator(&mut self, _url: &str, _validator: Validator) {}
 }
 
 /// Artifacts in a directory, named by the last `/`-segment of their URL.

@@ -12,7 +12,7 @@ use halyard_protocol::{Artifact, Report, Sha256, Slot, SlotReport};
 use sha2::{Digest, Sha256 as Hasher};
 use time::OffsetDateTime;
 
-use super::{Driver, DriverError, Outgoing, hw_index, hw_slot};
+use super::{Driver, DriverError, Outgoing, hw_index, hw_slot, partial};
 use crate::durable;
 use crate::fetch::FetchError;
 use crate::fsm::{Action, Event, State};
@@ -78,6 +78,7 @@ impl Driver {
     fn discard_download(&mut self) -> Result<(), DriverError> {
         let path = self.download_path();
         self.crash.reach("download.discard")?;
+        partial::remove(&self.settings.data_dir)?;
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(durable::io_err(&path, "remove")(e).into())
@@ -100,6 +101,15 @@ impl Driver {
         // Bytes past the journaled offset may be torn: drop them. A shorter file restarts the download.
         let mut offset = if len >= from { from } else { 0 };
         file.set_len(offset).map_err(durable::io_err(&path, "truncate"))?;
+        let url = artifact.url.as_str();
+        let mut saved = match offset {
+            0 => None,
+            _ => partial::load(&self.settings.data_dir, url)?,
+        };
+        if let Some(validator) = &saved {
+            tracing::info!(url, offset, etag = ?validator.etag, "resuming against the stored validator");
+            self.fetcher.remember_validator(url, validator.clone());
+        }
         let mut restarts = 0;
         while offset < artifact.size {
             let end = artifact.size.min(offset + self.settings.chunk.max(1));
@@ -112,6 +122,7 @@ impl Driver {
                     restarts += 1;
                     file.set_len(0).map_err(durable::io_err(&path, "truncate"))?;
                     offset = 0;
+                    saved = None;
                     continue;
                 }
                 Err(e) => {
@@ -121,6 +132,12 @@ impl Driver {
                     return Ok(());
                 }
             };
+            // The validator of these bytes is durable before the journal counts them.
+            let seen = self.fetcher.validator(url);
+            if let Some(validator) = seen.as_ref().filter(|_| seen != saved) {
+                partial::store(&self.settings.data_dir, url, validator, self.crash.as_ref())?;
+                saved = seen;
+            }
             self.crash.reach("download.write")?;
             file.write_all_at(&bytes, offset)
                 .map_err(durable::io_err(&path, "write"))?;

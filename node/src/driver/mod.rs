@@ -9,6 +9,9 @@
 //! The actions themselves live in `driver/actions.rs`.
 
 mod actions;
+mod partial;
+
+pub use partial::VALIDATOR_FILE;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -4,7 +4,9 @@
 //! the first byte it has not written (so a cut costs the bytes in flight, not the range). It remembers
 //! each artifact's validator (ETag and total size) and sends `If-Range`: a server whose artifact
 //! changed answers `200` with the whole new file, which becomes [`FetchError::Changed`] so the driver
-//! starts over from zero instead of splicing two files. Every response is size-capped.
+//! starts over from zero instead of splicing two files. The driver persists the validator beside the
+//! partial download and hands it back after a restart ([`Fetcher::remember_validator`]), so a resume
+//! in a new process sends `If-Range` too. Every response is size-capped.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -15,7 +17,7 @@ use ureq::http::{Response, StatusCode};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::config::HttpSettings;
-use crate::fetch::{FetchError, Fetcher};
+use crate::fetch::{FetchError, Fetcher, Validator};
 
 /// Re-requests after a cut connection within one range before giving up (the driver retries too).
 const RESUMES_PER_RANGE: u32 = 8;
@@ -28,13 +30,6 @@ pub struct CaError {
     pub path: std::path::PathBuf,
     /// Why.
     pub reason: String,
-}
-
-/// What identifies one version of an artifact.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Validator {
-    etag: Option<String>,
-    total: u64,
 }
 
 /// HTTP(S) artifact fetcher.
@@ -122,7 +117,7 @@ impl HttpFetcher {
                 max: self.max_bytes,
             });
         }
-        let seen = Validator { etag, total };
+        let seen = Validator { etag, size: total };
         if let Some(before) = known.filter(|k| **k != seen) {
             self.validators.remove(url);
             return Err(changed(url, &format!("was {before:?}, now {seen:?}")));
@@ -173,6 +168,14 @@ impl Fetcher for HttpFetcher {
             }
         }
         Ok(())
+    }
+
+    fn validator(&self, url: &str) -> Option<Validator> {
+        self.validators.get(url).cloned()
+    }
+
+    fn remember_validator(&mut self, url: &str, validator: Validator) {
+        self.validators.insert(url.to_owned(), validator);
     }
 }
 
