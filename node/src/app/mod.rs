@@ -75,10 +75,7 @@ pub enum AppError {
 /// Run the agent on this machine until it reboots it or `stop` is set.
 pub fn run(settings: &Settings, stop: &AtomicBool) -> Result<Halt, AppError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    std::fs::create_dir_all(&settings.data_dir).map_err(|e| AppError::Trust {
-        path: settings.data_dir.clone(),
-        reason: e.to_string(),
-    })?;
+    create_data_dir(settings)?;
     let identity = Identity::load_or_create(&settings.data_dir, &NoCrash)?;
     let seq = SeqCounter::open(&settings.data_dir, Arc::new(NoCrash))?;
     let server_key = setup::server_key(&settings.server_key)?;
@@ -144,6 +141,7 @@ pub fn install_file(settings: &Settings, bundle: &Path, hardware: Hardware) -> R
         .to_owned();
     let dir = bundle.parent().unwrap_or(Path::new("."));
     let (sha256, size) = file_digest(bundle).map_err(|e| fail(e.to_string()))?;
+    create_data_dir(settings)?;
     let driver_settings = setup::driver_settings(settings, clock.now())?;
     let fetcher = Box::new(DirFetcher::new(dir));
     let (mut driver, halt) = Driver::start(driver_settings, hardware, fetcher, clock, Arc::new(NoCrash))?;
@@ -167,6 +165,13 @@ pub fn install_file(settings: &Settings, bundle: &Path, hardware: Hardware) -> R
         Halt::Rebooting => Ok(halt),
         Halt::Waiting => Err(fail(format!("not installed, the agent is {:?}", driver.state()))),
     }
+}
+
+fn create_data_dir(settings: &Settings) -> Result<(), AppError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| AppError::Trust {
+        path: settings.data_dir.clone(),
+        reason: e.to_string(),
+    })
 }
 
 fn file_digest(path: &Path) -> std::io::Result<(Sha256, u64)> {
