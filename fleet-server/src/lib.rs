@@ -1,7 +1,31 @@
 //! Halyard fleet server (`halyard-server`) and operator CLI (`halyardctl`).
 //!
-//! Module map:
+//! Module map (pure decisions live in the `halyard-rollout` crate; this crate is the I/O shell):
+//! - [`server`]: `run(listener, shutdown, settings)`; [`settings`], [`clock`] (injected time), [`app`]
+//!   (state shared by handlers and tasks).
 //! - [`model`]: the records the server keeps; [`store`]: the `Store` trait, SQLite backend, migrations.
+//! - [`broker`]: the embedded MQTT broker; [`mqtt`]: the server's MQTT client (ingest in, desired out).
+//! - [`ingest`]: verify and store signed device messages (MQTT and HTTPS fallback share it).
+//! - [`engine`]: drives the rollout engine and commits each step atomically; [`desired`]: actions to
+//!   signed `desired` envelopes; [`views`]: records to engine inputs; [`selector`]: device selectors.
+//! - [`releases`]: bundle upload verification and the trust root; [`secrets`]: server key and tokens.
+//! - [`api`]: HTTP (device endpoints, operator REST, artifacts); [`metrics`]: Prometheus text.
+//! - `ctl`: the `halyardctl` operator CLI.
 
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod clock;
+pub mod desired;
+pub mod engine;
+pub mod ingest;
+pub mod metrics;
 pub mod model;
+pub mod mqtt;
+pub mod releases;
+pub mod secrets;
+pub mod selector;
+pub mod server;
+pub mod settings;
 pub mod store;
+pub mod views;

@@ -18,6 +18,7 @@ pub use messages::{
     AgentState, Artifact, DeltaOffer, Desired, DesiredAction, Event, HealthSummary, Presence, Report,
     SlotReport, Window,
 };
+pub use topics::Topic;
 
 /// Version of the wire format carried in every envelope; bumped on incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,1 +1,119 @@
-fn main() {}
+//! `halyard-server`: flags (each with an env-var twin) → settings → `halyard_server::server::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use halyard_server::server::{self, Started};
+use halyard_server::settings::{BrokerSettings, Settings};
+
+/// The Halyard fleet server: device API, MQTT ingest, rollout engine, operator API.
+///
+/// With no flags it runs an embedded MQTT broker and SQLite in ./halyard-data.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Where the database, keys, trust root and artifacts live (created if missing).
+    #[arg(long, env = "HALYARD_DATA_DIR", default_value = "halyard-data")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API, device endpoints and dashboard.
+    #[arg(long, env = "HALYARD_HTTP", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Address of the embedded MQTT broker (1884 by default, so a system Mosquitto on 1883 can stay).
+    #[arg(
+        long,
+        env = "HALYARD_MQTT",
+        default_value = "127.0.0.1:1884",
+        conflicts_with = "broker"
+    )]
+    mqtt: SocketAddr,
+    /// Use this external broker instead of the embedded one, e.g. mqtt://127.0.0.1:1883.
+    #[arg(long, env = "HALYARD_BROKER")]
+    broker: Option<String>,
+    /// Base URL devices reach this server at (artifact URLs); default http://<--http>.
+    #[arg(long, env = "HALYARD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Broker URL given to devices at enrollment; default the broker's own address.
+    #[arg(long, env = "HALYARD_DEVICE_BROKER_URL")]
+    device_broker_url: Option<String>,
+    /// Install (first start) or rotate to this trust root (root.json).
+    #[arg(long, env = "HALYARD_TRUST_ROOT")]
+    trust_root: Option<PathBuf>,
+    /// Print the admin token created on first start and exit.
+    #[arg(long)]
+    print_admin_token: bool,
+}
+
+fn settings(args: &Args) -> Settings {
+    let broker = match &args.broker {
+        Some(url) => BrokerSettings::External { url: url.clone() },
+        None => BrokerSettings::Embedded { listen: args.mqtt },
+    };
+    let mut s = Settings::new(&args.data_dir, broker);
+    s.public_url = args.public_url.clone();
+    s.device_broker_url = args.device_broker_url.clone();
+    s.trust_root = args.trust_root.clone();
+    s
+}
+
+fn print_started(s: &Started) {
+    println!("halyard-server is running");
+    println!(
+        "  API:        http://{}/api/v1   (OpenAPI: /api/v1/openapi.json, metrics: /metrics)",
+        s.http
+    );
+    println!("  dashboard:  http://{}/", s.http);
+    println!("  MQTT:       {}", s.broker);
+    println!(
+        "  admin token: halyard-server --print-admin-token   (file {})",
+        s.admin_token_file.display()
+    );
+    println!("  enrollment token (one device, 24 h): {}", s.enroll_token);
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.print_admin_token {
+        let path = server::admin_token_path(&args.data_dir);
+        let token = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (has the server started once with this --data-dir?)",
+                path.display()
+            )
+        })?;
+        println!("{}", token.trim());
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("listening on {}", args.http))?;
+    server::run(listener, shutdown_signal(), settings(&args), |s| {
+        print_started(&s)
+    })
+    .await?;
+    Ok(())
+}

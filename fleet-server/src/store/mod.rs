@@ -53,6 +53,15 @@ pub enum Ingest {
     Presence { online: bool },
 }
 
+/// One message of an ingest batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestItem {
+    pub device: DeviceId,
+    pub kind: Kind,
+    pub seq: u64,
+    pub msg: Ingest,
+}
+
 /// Everything one rollout engine step changes, stored atomically.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StepCommit {
@@ -84,6 +93,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a verified message and its sequence number; returns false when `seq` is not above the
     /// last stored one for (device, kind) (a replay; nothing is changed).
     fn ingest(&self, id: &DeviceId, kind: Kind, seq: u64, msg: &Ingest, now: i64) -> StoreResult<bool>;
+    /// [`Store::ingest`] for many messages in one transaction (the MQTT path batches under load); one
+    /// result per message, `Err` only when the whole batch failed.
+    fn ingest_batch(&self, batch: &[IngestItem], now: i64) -> StoreResult<Vec<Result<bool, StoreError>>>;
     /// The last accepted sequence numbers, to restore the replay guard on start.
     fn sequences(&self) -> StoreResult<Vec<(DeviceId, Kind, u64)>>;
     fn device_events(&self, id: &DeviceId, limit: u32) -> StoreResult<Vec<DeviceEvent>>;

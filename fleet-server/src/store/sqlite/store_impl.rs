@@ -10,7 +10,7 @@ use crate::model::{
     ApiToken, AuditEntry, Decision, Delta, DesiredRecord, Device, DeviceEvent, EnrollToken, NewDevice,
     Quarantine, Release, Rollout, Site,
 };
-use crate::store::{EnrollOutcome, Ingest, StepCommit, Store, StoreError, StoreResult};
+use crate::store::{EnrollOutcome, Ingest, IngestItem, StepCommit, Store, StoreError, StoreResult};
 
 impl SqliteStore {
     fn all<T, P: Params>(
@@ -123,6 +123,24 @@ impl Store for SqliteStore {
 
     fn ingest(&self, id: &DeviceId, kind: Kind, seq: u64, msg: &Ingest, now: i64) -> StoreResult<bool> {
         self.tx(|tx| dv::ingest(tx, id, kind, seq, msg, now))
+    }
+
+    fn ingest_batch(&self, batch: &[IngestItem], now: i64) -> StoreResult<Vec<Result<bool, StoreError>>> {
+        self.tx(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for m in batch {
+                tx.execute_batch("SAVEPOINT one").map_err(db)?;
+                let r = dv::ingest(tx, &m.device, m.kind, m.seq, &m.msg, now);
+                let end = if r.is_ok() {
+                    "RELEASE one"
+                } else {
+                    "ROLLBACK TO one; RELEASE one"
+                };
+                tx.execute_batch(end).map_err(db)?;
+                out.push(r);
+            }
+            Ok(out)
+        })
     }
 
     fn sequences(&self) -> StoreResult<Vec<(DeviceId, Kind, u64)>> {

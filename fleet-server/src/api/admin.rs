@@ -1,0 +1,145 @@
+//! Tokens (operator API and enrollment) and the audit log.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use super::{ApiError, ApiResult, Caller};
+use crate::app::App;
+use crate::model::{ApiToken, AuditEntry, EnrollToken, Role};
+use crate::secrets::{new_token, token_hash, token_id};
+
+fn secret_err(e: crate::secrets::SecretError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+pub async fn tokens(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Vec<ApiToken>>> {
+    Caller::require(&app, &headers, Role::Admin).await?;
+    Ok(Json(app.db(|s| s.api_tokens()).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewToken {
+    name: String,
+    role: Role,
+}
+
+pub async fn create_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<NewToken>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let caller = Caller::require(&app, &headers, Role::Admin).await?;
+    let secret = new_token("hly_").map_err(secret_err)?;
+    let info = ApiToken {
+        id: token_id(&secret),
+        name: req.name,
+        role: req.role,
+        created_at: app.now(),
+    };
+    let (hash, stored) = (token_hash(&secret), info.clone());
+    app.db(move |s| s.put_api_token(&hash, &stored)).await?;
+    caller
+        .audit(
+            &app,
+            "token.create",
+            &info.id,
+            format!("name={} role={}", info.name, info.role.as_str()),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"token": secret, "info": info})),
+    ))
+}
+
+pub async fn revoke_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let caller = Caller::require(&app, &headers, Role::Admin).await?;
+    let wanted = id.clone();
+    if !app.db(move |s| s.revoke_api_token(&wanted)).await? {
+        return Err(ApiError::not_found(format!("no token {id}")));
+    }
+    caller.audit(&app, "token.revoke", &id, "").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn enroll_tokens(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<EnrollToken>>> {
+    Caller::require(&app, &headers, Role::Operator).await?;
+    Ok(Json(app.db(|s| s.enroll_tokens()).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewEnrollToken {
+    site: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    ttl_secs: Option<u64>,
+}
+
+/// Creates a one-time enrollment token (also used by the server at first start).
+pub async fn make_enroll_token(
+    app: &App,
+    site: Option<String>,
+    tags: Vec<String>,
+    ttl_secs: Option<u64>,
+) -> ApiResult<(String, EnrollToken)> {
+    let secret = new_token("hly_enr_").map_err(secret_err)?;
+    let now = app.now();
+    let info = EnrollToken {
+        id: token_id(&secret),
+        site,
+        tags,
+        created_at: now,
+        expires_at: ttl_secs.map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64)),
+        used_by: None,
+    };
+    let (hash, stored) = (token_hash(&secret), info.clone());
+    app.db(move |s| s.put_enroll_token(&hash, &stored)).await?;
+    Ok((secret, info))
+}
+
+pub async fn create_enroll_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<NewEnrollToken>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let caller = Caller::require(&app, &headers, Role::Operator).await?;
+    let (secret, info) = make_enroll_token(&app, req.site, req.tags, req.ttl_secs).await?;
+    caller
+        .audit(
+            &app,
+            "enroll_token.create",
+            &info.id,
+            format!("site={:?} tags={:?}", info.site, info.tags),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"token": secret, "info": info})),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+}
+
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    Caller::require(&app, &headers, Role::Admin).await?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    Ok(Json(app.db(move |s| s.audit_log(limit)).await?))
+}

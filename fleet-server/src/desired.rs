@@ -1,0 +1,184 @@
+//! Turning engine actions into signed `desired` envelopes (and quarantines), with the per-device
+//! sequence numbers the agents' replay guards require.
+
+use std::collections::HashMap;
+
+use halyard_protocol::{
+    Artifact, DeltaOffer, Desired, DesiredAction, DeviceId, Envelope, Sha256, Slot, Window,
+};
+use halyard_rollout::Action;
+
+use crate::app::App;
+use crate::engine::{DeviceMap, EngineError};
+use crate::model::{Delta, DesiredRecord, Device, Release};
+use crate::store::StoreError;
+use crate::views;
+
+/// What the engine needs besides the rollout itself, loaded once per pass.
+#[derive(Debug, Default)]
+pub struct Context {
+    pub devices: DeviceMap,
+    pub sites: Vec<halyard_rollout::Site>,
+    pub releases: HashMap<String, Release>,
+    pub deltas: HashMap<String, Vec<Delta>>,
+    /// The last desired sequence number issued per device.
+    pub seqs: HashMap<DeviceId, u64>,
+}
+
+impl Context {
+    pub async fn load(app: &App) -> Result<Self, StoreError> {
+        app.db(|s| {
+            let releases: HashMap<_, _> = s
+                .releases()?
+                .into_iter()
+                .map(|r| (r.version.clone(), r))
+                .collect();
+            let mut deltas = HashMap::new();
+            for v in releases.keys() {
+                deltas.insert(v.clone(), s.deltas(v)?);
+            }
+            Ok(Self {
+                devices: s.devices()?.into_iter().map(|d| (d.id.clone(), d)).collect(),
+                sites: s.sites()?.iter().map(views::site).collect(),
+                releases,
+                deltas,
+                seqs: s.all_desired()?.into_iter().map(|d| (d.device, d.seq)).collect(),
+            })
+        })
+        .await
+    }
+}
+
+/// What one action amounts to.
+#[derive(Debug)]
+pub enum Effect {
+    Desired(DesiredRecord),
+    Quarantine {
+        version: String,
+        hw_class: String,
+        reason: String,
+    },
+    Nothing,
+}
+
+/// Maps one engine action to its effect.
+pub fn for_action(
+    app: &App,
+    ctx: &mut Context,
+    rollout: &str,
+    action: &Action,
+) -> Result<Effect, EngineError> {
+    let (device, what) = match action {
+        Action::Install {
+            device,
+            version,
+            window,
+        } => {
+            let window = window.map(|w| Window {
+                not_before: w.start.as_second().max(0) as u64,
+                not_after: w.end.as_second().max(0) as u64,
+            });
+            (device, install(app, ctx, version, window))
+        }
+        Action::Revert { device, to_version } => (device, revert(app, ctx, device, to_version)),
+        Action::Cancel { device } => (device, Some(DesiredAction::Stay)),
+        Action::Quarantine {
+            version,
+            hw_class,
+            reason,
+        } => {
+            return Ok(Effect::Quarantine {
+                version: version.clone(),
+                hw_class: hw_class.clone(),
+                reason: reason.clone(),
+            });
+        }
+    };
+    let Ok(device) = DeviceId::new(device.as_str()) else {
+        return Ok(Effect::Nothing);
+    };
+    let Some(action) = what else {
+        tracing::warn!(device = %device, rollout, "no way to carry out the engine's action (release or image unknown)");
+        return Ok(Effect::Nothing);
+    };
+    seal(app, ctx, rollout, device, action).map(Effect::Desired)
+}
+
+/// Signs a desired action for a device with its next sequence number.
+pub fn seal(
+    app: &App,
+    ctx: &mut Context,
+    rollout: &str,
+    device: DeviceId,
+    action: DesiredAction,
+) -> Result<DesiredRecord, EngineError> {
+    let seq = ctx.seqs.get(&device).copied().unwrap_or(0) + 1;
+    let desired = Desired {
+        rollout: Some(rollout.to_owned()),
+        action,
+    };
+    let env =
+        Envelope::seal(&desired, &device, seq, &app.key).map_err(|e| EngineError::Seal(e.to_string()))?;
+    ctx.seqs.insert(device.clone(), seq);
+    let envelope = String::from_utf8(env.encode()).map_err(|e| EngineError::Seal(e.to_string()))?;
+    Ok(DesiredRecord {
+        device,
+        seq,
+        rollout: Some(rollout.to_owned()),
+        envelope,
+    })
+}
+
+fn install(app: &App, ctx: &Context, version: &str, window: Option<Window>) -> Option<DesiredAction> {
+    let release = ctx.releases.get(version)?;
+    let bundle = Artifact {
+        url: app.artifact_url(&release.bundle_sha256),
+        sha256: Sha256::parse(&release.bundle_sha256).ok()?,
+        size: release.bundle_size,
+    };
+    let deltas = ctx
+        .deltas
+        .get(version)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let artifact = Artifact {
+                url: app.artifact_url(&d.artifact_sha256),
+                sha256: Sha256::parse(&d.artifact_sha256).ok()?,
+                size: d.size,
+            };
+            Some(DeltaOffer {
+                source_sha256: Sha256::parse(&d.source_sha256).ok()?,
+                artifact,
+            })
+        })
+        .collect();
+    Some(DesiredAction::Install {
+        version: version.to_owned(),
+        bundle,
+        deltas,
+        window,
+        deadline: None,
+    })
+}
+
+/// Switch back to the other slot when it holds `version`; otherwise reinstall it.
+fn revert(app: &App, ctx: &Context, device: &str, version: &str) -> Option<DesiredAction> {
+    let d = DeviceId::new(device).ok().and_then(|id| ctx.devices.get(&id));
+    match d.and_then(|d| slot_image(d, version)) {
+        Some(image_sha256) => Some(DesiredAction::Switch {
+            version: version.to_owned(),
+            image_sha256,
+        }),
+        None => install(app, ctx, version, None),
+    }
+}
+
+/// The image hash of the slot that holds `version`, from the device's last report.
+pub fn slot_image(d: &Device, version: &str) -> Option<Sha256> {
+    let r = d.report.as_ref()?;
+    [(Slot::A, &r.slot_a), (Slot::B, &r.slot_b)]
+        .into_iter()
+        .find(|(_, s)| s.version.as_deref() == Some(version))
+        .and_then(|(_, s)| s.image_sha256)
+}

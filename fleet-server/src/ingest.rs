@@ -1,0 +1,197 @@
+//! Device messages in: decode the envelope, check it is for the device and topic it arrived on, verify
+//! the device's signature, parse the payload, then store it with its sequence number (the store
+//! refuses replays atomically). Used by the MQTT subscriber and the HTTPS fallback alike.
+
+use std::time::Instant;
+
+use ed25519_dalek::VerifyingKey;
+use halyard_protocol::{DeviceId, Envelope, EnvelopeError, Event, Kind, Presence, Report, Topic};
+
+use crate::app::App;
+use crate::model::DeviceEvent;
+use crate::store::{Ingest, IngestItem, StoreError};
+
+/// Why a device message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("envelope is for device {inner}, but arrived for {outer}")]
+    WrongDevice { outer: DeviceId, inner: DeviceId },
+    #[error("{kind:?} envelope cannot arrive on the {topic:?} topic")]
+    WrongTopic { kind: Kind, topic: Topic },
+    #[error("device {0} is not enrolled")]
+    UnknownDevice(DeviceId),
+    #[error("stale {kind:?} from {device}: seq {seq} was already seen")]
+    Replay { device: DeviceId, kind: Kind, seq: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A verified message, ready to store.
+#[derive(Debug)]
+pub struct Verified {
+    pub item: IngestItem,
+    pub received: Instant,
+}
+
+fn expected_kind(topic: Topic) -> Option<Kind> {
+    match topic {
+        Topic::Report => Some(Kind::Report),
+        Topic::Events => Some(Kind::Event),
+        Topic::Presence => Some(Kind::Presence),
+        Topic::Desired => None,
+    }
+}
+
+async fn device_key(app: &App, id: &DeviceId) -> Result<VerifyingKey, IngestError> {
+    if let Some(k) = app.device_keys.read().ok().and_then(|m| m.get(id).copied()) {
+        return Ok(k);
+    }
+    let wanted = id.clone();
+    let device = app
+        .db(move |s| s.device(&wanted))
+        .await?
+        .ok_or_else(|| IngestError::UnknownDevice(id.clone()))?;
+    let raw: [u8; 32] = hex::decode(&device.public_key)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "device key",
+            reason: id.to_string(),
+        })?;
+    let key = VerifyingKey::from_bytes(&raw).map_err(|e| StoreError::Corrupt {
+        what: "device key",
+        reason: e.to_string(),
+    })?;
+    if let Ok(mut m) = app.device_keys.write() {
+        m.insert(id.clone(), key);
+    }
+    Ok(key)
+}
+
+/// Verifies one message that arrived for `device` on `topic`.
+pub async fn verify(
+    app: &App,
+    device: &DeviceId,
+    topic: Topic,
+    bytes: &[u8],
+) -> Result<Verified, IngestError> {
+    let received = Instant::now();
+    let env = Envelope::decode(bytes)?;
+    if &env.device != device {
+        return Err(IngestError::WrongDevice {
+            outer: device.clone(),
+            inner: env.device,
+        });
+    }
+    if expected_kind(topic) != Some(env.kind) {
+        return Err(IngestError::WrongTopic {
+            kind: env.kind,
+            topic,
+        });
+    }
+    let key = device_key(app, device).await?;
+    let msg = match env.kind {
+        Kind::Report => Ingest::Report(Box::new(env.open::<Report>(&key)?)),
+        Kind::Presence => Ingest::Presence {
+            online: env.open::<Presence>(&key)?.online,
+        },
+        Kind::Event => Ingest::Event(device_event(device, env.seq, env.open::<Event>(&key)?)),
+        Kind::Desired => {
+            return Err(IngestError::WrongTopic {
+                kind: env.kind,
+                topic,
+            });
+        }
+    };
+    let item = IngestItem {
+        device: device.clone(),
+        kind: env.kind,
+        seq: env.seq,
+        msg,
+    };
+    Ok(Verified { item, received })
+}
+
+fn device_event(device: &DeviceId, seq: u64, e: Event) -> DeviceEvent {
+    let name = |s: &halyard_protocol::AgentState| {
+        serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned))
+            .unwrap_or_default()
+    };
+    DeviceEvent {
+        device: device.clone(),
+        seq,
+        at: e.at as i64,
+        rollout: e.rollout,
+        from: name(&e.from),
+        to: name(&e.to),
+        reason: e.reason,
+    }
+}
+
+/// Stores a batch of verified messages in one transaction; returns one outcome per message.
+pub async fn store_batch(app: &App, batch: Vec<Verified>) -> Vec<Result<(), IngestError>> {
+    let items: Vec<IngestItem> = batch.iter().map(|v| v.item.clone()).collect();
+    let now = app.now();
+    let results = match app.db(move |s| s.ingest_batch(&items, now)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = e.to_string();
+            return batch
+                .iter()
+                .map(|_| Err(StoreError::Backend(msg.clone()).into()))
+                .collect();
+        }
+    };
+    let mut out = Vec::with_capacity(batch.len());
+    let mut wake = false;
+    for (v, r) in batch.iter().zip(results) {
+        out.push(account(app, v, r, &mut wake));
+    }
+    if wake {
+        app.wake.notify_one();
+    }
+    out
+}
+
+fn account(app: &App, v: &Verified, r: Result<bool, StoreError>, wake: &mut bool) -> Result<(), IngestError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    match r {
+        Ok(true) => {
+            app.metrics.ingested.fetch_add(1, Relaxed);
+            app.metrics
+                .observe_ingest(v.received.elapsed().as_micros() as u64);
+            *wake |= v.item.kind != Kind::Presence;
+            app.notify("device", v.item.device.as_str());
+            Ok(())
+        }
+        Ok(false) => {
+            app.metrics.duplicates.fetch_add(1, Relaxed);
+            Err(IngestError::Replay {
+                device: v.item.device.clone(),
+                kind: v.item.kind,
+                seq: v.item.seq,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Verifies and stores one message (the HTTPS fallback path).
+pub async fn one(app: &App, device: &DeviceId, topic: Topic, bytes: &[u8]) -> Result<(), IngestError> {
+    let verified = verify(app, device, topic, bytes)
+        .await
+        .inspect_err(|e| reject(app, device, e))?;
+    store_batch(app, vec![verified]).await.pop().unwrap_or(Ok(()))
+}
+
+/// Logs and counts a refused message.
+pub fn reject(app: &App, device: &DeviceId, e: &IngestError) {
+    app.metrics
+        .rejected
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(device = %device, error = %e, "device message rejected");
+}

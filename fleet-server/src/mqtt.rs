@@ -1,0 +1,186 @@
+//! The server's MQTT side: one client connection (to the embedded broker or an external one) that
+//! subscribes to every device's `report`, `events` and `presence`, hands messages to the ingest worker
+//! in batches, and publishes retained `desired` envelopes. On every (re)connect it republishes all
+//! stored desired envelopes, so a restarted broker or server never loses an instruction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use halyard_protocol::{DeviceId, Topic};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+
+use crate::app::{App, Outgoing};
+use crate::ingest;
+
+/// The broker URL could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("broker URL {url:?}: {why}")]
+pub struct BrokerUrlError {
+    pub url: String,
+    pub why: &'static str,
+}
+
+/// `mqtt://host:port` (port defaults to 1883) → (host, port).
+pub fn parse_url(url: &str) -> Result<(String, u16), BrokerUrlError> {
+    let err = |why| BrokerUrlError {
+        url: url.to_owned(),
+        why,
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| err("expected mqtt://host:port"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|_| err("bad port"))?),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(err("no host"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+const MAX_PACKET: usize = 128 * 1024;
+
+/// Starts the MQTT client tasks; they end when `shutdown` turns true.
+pub fn spawn(
+    app: Arc<App>,
+    url: &str,
+    outgoing: mpsc::Receiver<Outgoing>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), BrokerUrlError> {
+    let (host, port) = parse_url(url)?;
+    let mut opts = MqttOptions::new(format!("halyard-server-{}", std::process::id()), host, port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(true);
+    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    let (to_ingest, from_mqtt) = mpsc::channel(8192);
+    tokio::spawn(publisher(app.clone(), client.clone(), outgoing, shutdown.clone()));
+    tokio::spawn(ingest_worker(app.clone(), from_mqtt));
+    tokio::spawn(poll(app, client, eventloop, to_ingest, shutdown));
+    Ok(())
+}
+
+async fn poll(
+    app: Arc<App>,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    to_ingest: mpsc::Sender<(DeviceId, Topic, Vec<u8>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = shutdown.changed() => break,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(200);
+                tracing::info!("connected to the MQTT broker");
+                tokio::spawn(on_connect(app.clone(), client.clone()));
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let Some((device, topic)) = Topic::parse(&p.topic) else {
+                    continue;
+                };
+                if topic == Topic::Desired || p.payload.is_empty() {
+                    continue;
+                }
+                if to_ingest.send((device, topic, p.payload.to_vec())).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+}
+
+async fn on_connect(app: Arc<App>, client: AsyncClient) {
+    for topic in [Topic::Report, Topic::Events, Topic::Presence] {
+        if let Err(e) = client.subscribe(topic.fleet_filter(), QoS::AtLeastOnce).await {
+            tracing::error!(error = %e, "subscribing");
+        }
+    }
+    match app.db(|s| s.all_desired()).await {
+        Ok(all) => {
+            tracing::info!(count = all.len(), "republishing desired state");
+            for d in all {
+                let topic = Topic::Desired.for_device(&d.device);
+                if client
+                    .publish(topic, QoS::AtLeastOnce, true, d.envelope.into_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "loading desired state to republish"),
+    }
+}
+
+async fn publisher(
+    app: Arc<App>,
+    client: AsyncClient,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let msg = tokio::select! {
+            m = outgoing.recv() => m,
+            _ = shutdown.changed() => None,
+        };
+        let Some(msg) = msg else { return };
+        if client
+            .publish(msg.topic, QoS::AtLeastOnce, true, msg.payload)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        app.metrics
+            .desired_published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+const BATCH: usize = 512;
+
+async fn ingest_worker(app: Arc<App>, mut rx: mpsc::Receiver<(DeviceId, Topic, Vec<u8>)>) {
+    while let Some(first) = rx.recv().await {
+        let mut raw = vec![first];
+        while raw.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => raw.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut verified = Vec::with_capacity(raw.len());
+        for (device, topic, bytes) in raw {
+            match ingest::verify(&app, &device, topic, &bytes).await {
+                Ok(v) => verified.push(v),
+                Err(e) => ingest::reject(&app, &device, &e),
+            }
+        }
+        let devices: Vec<DeviceId> = verified.iter().map(|v| v.item.device.clone()).collect();
+        for (device, r) in devices.iter().zip(ingest::store_batch(&app, verified).await) {
+            match r {
+                Ok(()) | Err(ingest::IngestError::Replay { .. }) => {}
+                Err(e) => ingest::reject(&app, device, &e),
+            }
+        }
+    }
+}

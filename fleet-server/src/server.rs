@@ -1,0 +1,158 @@
+//! `run(listener, shutdown, settings)`: opens the data directory (store, server key, trust root,
+//! artifacts), starts the broker (embedded) or connects to an external one, the ingest path, the
+//! rollout engine, and serves HTTP until `shutdown` resolves. No globals: tests run several servers
+//! in one process on port 0.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify, broadcast, mpsc, watch};
+
+use crate::app::App;
+use crate::metrics::Metrics;
+use crate::model::{ApiToken, Role};
+use crate::settings::{BrokerSettings, Settings};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::{api, broker, engine, mqtt, releases, secrets};
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
+    BrokerUrl(#[from] mqtt::BrokerUrlError),
+    #[error(transparent)]
+    Release(#[from] releases::ReleaseError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// What a started server tells its caller (printed by the binary).
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub http: std::net::SocketAddr,
+    pub broker: String,
+    pub admin_token_file: std::path::PathBuf,
+    /// A one-time enrollment token made at this start (valid 24 h), for the first device.
+    pub enroll_token: String,
+}
+
+/// The admin token created on first start, kept (0600) so scripts can read it with
+/// `halyard-server --print-admin-token`.
+pub fn admin_token_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("admin-token")
+}
+
+fn ensure_admin_token(store: &dyn Store, dir: &Path, now: i64) -> Result<(), ServerError> {
+    if store.meta("admin_token_created")?.is_some() {
+        return Ok(());
+    }
+    let secret = secrets::new_token("hly_adm_")?;
+    let info = ApiToken {
+        id: secrets::token_id(&secret),
+        name: "admin".into(),
+        role: Role::Admin,
+        created_at: now,
+    };
+    secrets::write_private(&admin_token_path(dir), format!("{secret}\n").as_bytes())?;
+    store.put_api_token(&secrets::token_hash(&secret), &info)?;
+    store.put_meta("admin_token_created", &now.to_string())?;
+    Ok(())
+}
+
+fn open_data_dir(settings: &Settings) -> Result<(Arc<dyn Store>, std::path::PathBuf), ServerError> {
+    let dir = &settings.data_dir;
+    let artifacts = dir.join("artifacts");
+    std::fs::create_dir_all(&artifacts).map_err(|source| ServerError::DataDir {
+        path: artifacts.display().to_string(),
+        source,
+    })?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("halyard.db"))?);
+    ensure_admin_token(store.as_ref(), dir, settings.clock.now())?;
+    Ok((store, artifacts))
+}
+
+/// Starts everything, calls `on_start` once the server is ready, and serves until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: Settings,
+    on_start: impl FnOnce(Started),
+) -> Result<(), ServerError> {
+    let http = listener.local_addr().map_err(ServerError::Http)?;
+    let (store, artifacts_dir) = open_data_dir(&settings)?;
+    let key = secrets::load_or_create_server_key(&settings.data_dir)?;
+    let now = settings.clock.now();
+    let mut trust = releases::load_root(&settings.data_dir, now)?;
+    if let Some(path) = &settings.trust_root {
+        let bytes = std::fs::read(path).map_err(|source| ServerError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })?;
+        trust = Some(releases::install_root(
+            &settings.data_dir,
+            trust.as_ref(),
+            &bytes,
+            now,
+        )?);
+    }
+    let broker_url = match &settings.broker {
+        BrokerSettings::Embedded { listen } => format!("mqtt://{}", broker::start(*listen)?),
+        BrokerSettings::External { url } => url.clone(),
+    };
+    let (out_tx, out_rx) = mpsc::channel(4096);
+    let app = Arc::new(App {
+        store,
+        clock: settings.clock.clone(),
+        server_key_pem: secrets::public_pem(&key),
+        key,
+        public_url: settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http}")),
+        device_broker_url: settings
+            .device_broker_url
+            .clone()
+            .unwrap_or_else(|| broker_url.clone()),
+        artifacts_dir,
+        trust: RwLock::new(trust),
+        device_keys: RwLock::default(),
+        outgoing: out_tx,
+        wake: Notify::new(),
+        engine_lock: Mutex::new(()),
+        metrics: Metrics::default(),
+        updates: broadcast::channel(1024).0,
+        settings,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    mqtt::spawn(app.clone(), &broker_url, out_rx, stop_rx.clone())?;
+    tokio::spawn(engine::run(app.clone(), stop_rx));
+    let (enroll_token, _) = api::make_enroll_token(&app, None, Vec::new(), Some(24 * 3600))
+        .await
+        .map_err(|e| ServerError::DataDir {
+            path: "enrollment token".into(),
+            source: std::io::Error::other(e.message),
+        })?;
+    on_start(Started {
+        http,
+        broker: broker_url,
+        admin_token_file: admin_token_path(&app.settings.data_dir),
+        enroll_token,
+    });
+    tracing::info!(%http, "halyard-server ready");
+    let served = axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    served.map_err(ServerError::Http)
+}
