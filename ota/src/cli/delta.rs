@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cli::CliError;
 use crate::cli::util::{emit, open, progress, read, write_atomic_with};
-use crate::delta::{self, DiffOptions};
+use crate::delta::{self, ApplyOptions, DiffOptions, SourceCheck};
 
 /// Arguments of `diff`.
 #[derive(Debug, clap::Args)]
@@ -101,7 +101,13 @@ pub fn apply(args: &ApplyArgs, json: bool) -> Result<(), CliError> {
     let patch_file = open(&args.patch)?;
     let bar = progress(patch_file.metadata().map(|m| m.len()).unwrap_or(0), "applying");
     let patch = bar.wrap_read(BufReader::new(patch_file));
-    let stats = write_atomic_with(&args.output, |w| Ok(delta::apply(&source, patch, w)?))?;
+    // The source's size is checked up front and the target's hash at the end; the source is
+    // hashed only if the target comes out wrong, to name the cause (saves a read of OLD).
+    let opts = ApplyOptions {
+        source_check: SourceCheck::OnFailure,
+        ..ApplyOptions::default()
+    };
+    let stats = write_atomic_with(&args.output, |w| Ok(delta::apply_with(&source, patch, w, &opts)?))?;
     bar.finish_and_clear();
     emit(
         json,

@@ -12,12 +12,13 @@ use sha2::{Digest as _, Sha256};
 use super::error::{DeltaError, Digest};
 use super::format::{self, PatchHeader, Transform, compress_bound, get_varint, read_varint, unzigzag};
 use super::prefetch::{self, Prefetch};
+use super::sink::{self, Sink};
 use super::source::SourceRead;
 use super::stream::StreamDecoder;
 use super::x86;
 use super::{ApplyOptions, ApplyStats, SourceCheck};
 
-/// Size of the source, diff and output buffers.
+/// Size of the source-hashing buffer.
 const IO_BUF: usize = 64 << 10;
 /// Size of the decoded-control buffer.
 const CTRL_BUF: usize = 4 << 10;
@@ -61,14 +62,22 @@ where
         let (c, w) = (header.codecs, header.window_logs);
         let (diff, diff_worker) = Prefetch::spawn(s, 1, c[1], w[1])?;
         let (extra, extra_worker) = Prefetch::spawn(s, 2, c[2], w[2])?;
-        let result = Applier::new(source, &header, target, [diff, extra])
+        let result = Sink::spawn(s, target)
+            .and_then(|sink| Applier::new(source, &header, sink, [diff, extra]))
             .and_then(|run| run_segments(run, &mut patch));
-        prefetch::join(extra_worker, prefetch::join(diff_worker, result))
+        let result = prefetch::join(extra_worker, prefetch::join(diff_worker, result));
+        match result {
+            Err(DeltaError::TargetHashMismatch { .. }) if opts.source_check == SourceCheck::OnFailure => {
+                // A wrong source is the likely cause: name it if so.
+                verify_source(source, &header).and(result)
+            }
+            _ => result,
+        }
     })
 }
 
 /// Runs every segment, checks the patch ends there and finishes the target.
-fn run_segments<S, R, W>(mut run: Applier<'_, S, W>, mut patch: R) -> Result<ApplyStats, DeltaError>
+fn run_segments<S, R, W>(mut run: Applier<'_, '_, S, W>, mut patch: R) -> Result<ApplyStats, DeltaError>
 where
     S: SourceRead + ?Sized,
     R: Read,
@@ -117,57 +126,61 @@ fn check_source<S: SourceRead + ?Sized>(
             actual,
         });
     }
-    if opts.source_check == SourceCheck::Full {
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; IO_BUF];
-        let mut off = 0u64;
-        while off < actual {
-            let n = (actual - off).min(IO_BUF as u64) as usize;
-            source
-                .read_exact_at(&mut buf[..n], off)
-                .map_err(DeltaError::io("reading the source"))?;
-            hasher.update(&buf[..n]);
-            off += n as u64;
-        }
-        let actual = Digest(hasher.finalize().into());
-        if actual != h.source_digest() {
-            return Err(DeltaError::SourceMismatch {
-                expected: h.source_digest(),
-                actual,
-            });
-        }
+    match opts.source_check {
+        SourceCheck::Full => verify_source(source, h),
+        SourceCheck::SizeOnly | SourceCheck::OnFailure => Ok(()),
+    }
+}
+
+/// Hashes the whole source and compares it with the header's digest.
+fn verify_source<S: SourceRead + ?Sized>(source: &S, h: &PatchHeader) -> Result<(), DeltaError> {
+    let size = source.size();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; IO_BUF];
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(IO_BUF as u64) as usize;
+        source
+            .read_exact_at(&mut buf[..n], off)
+            .map_err(DeltaError::io("reading the source"))?;
+        hasher.update(&buf[..n]);
+        off += n as u64;
+    }
+    let actual = Digest(hasher.finalize().into());
+    if actual != h.source_digest() {
+        return Err(DeltaError::SourceMismatch {
+            expected: h.source_digest(),
+            actual,
+        });
     }
     Ok(())
 }
 
 /// State of one `apply` run.
-struct Applier<'s, S: ?Sized, W> {
+struct Applier<'s, 'scope, S: ?Sized, W> {
     source: &'s S,
     header: PatchHeader,
-    out: W,
-    out_buf: Vec<u8>,
-    hasher: Sha256,
-    written: u64,
+    /// Target bytes are produced directly in the sink's buffer.
+    out: Sink<'scope, W>,
     cursor: u64,
     /// Control stream decoder; the diff and extra streams decode on their own threads.
     ctrl: StreamDecoder,
     diff: Prefetch,
     extra: Prefetch,
-    src_buf: Vec<u8>,
     diff_buf: Vec<u8>,
     ctrl_buf: [u8; CTRL_BUF],
     ctrl_pos: usize,
     ctrl_len: usize,
-    /// Displacement positions of the current add chunk (at most `IO_BUF / 5`).
+    /// Displacement positions of the current add chunk (at most `sink::BUF_LEN / 5`).
     fields: Vec<u32>,
     stats: ApplyStats,
 }
 
-impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
+impl<'s, 'scope, S: SourceRead + ?Sized, W: Write> Applier<'s, 'scope, S, W> {
     fn new(
         source: &'s S,
         header: &PatchHeader,
-        out: W,
+        out: Sink<'scope, W>,
         [diff, extra]: [Prefetch; 2],
     ) -> Result<Self, DeltaError> {
         let (w, c) = (header.window_logs, header.codecs);
@@ -175,19 +188,15 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
             source,
             header: header.clone(),
             out,
-            out_buf: Vec::with_capacity(IO_BUF),
-            hasher: Sha256::new(),
-            written: 0,
             cursor: 0,
             ctrl: StreamDecoder::new(0, c[0], w[0])?,
             diff,
             extra,
-            src_buf: vec![0; IO_BUF],
-            diff_buf: vec![0; IO_BUF],
+            diff_buf: vec![0; sink::BUF_LEN],
             ctrl_buf: [0; CTRL_BUF],
             ctrl_pos: 0,
             ctrl_len: 0,
-            fields: Vec::with_capacity(IO_BUF / 5 + 1),
+            fields: Vec::with_capacity(sink::BUF_LEN / 5 + 1),
             stats: ApplyStats {
                 patch_bytes: format::HEADER_LEN as u64,
                 ..ApplyStats::default()
@@ -265,7 +274,7 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
             self.cursor = to as u64;
             return Ok(());
         }
-        if n > self.header.target_size - self.written {
+        if n > self.header.target_size - self.out.written() {
             return Err(DeltaError::Corrupt {
                 what: "record writes past the target size",
             });
@@ -284,9 +293,10 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
     fn insert(&mut self, n: u64) -> Result<(), DeltaError> {
         let mut left = n;
         while left > 0 {
-            let c = left.min(IO_BUF as u64) as usize;
-            self.extra.read(&mut self.src_buf[..c])?;
-            self.emit_src(c)?;
+            let room = self.out.room(left)?;
+            let c = left.min(room.len() as u64) as usize;
+            self.extra.read(&mut room[..c])?;
+            self.out.commit(c);
             left -= c as u64;
         }
         Ok(())
@@ -295,16 +305,25 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
     fn source_op(&mut self, n: u64, add: bool) -> Result<(), DeltaError> {
         let mut left = n;
         while left > 0 {
-            let c = left.min(IO_BUF as u64) as usize;
+            let room = self.out.room(left)?;
+            let c = left.min(room.len() as u64) as usize;
+            let dst = &mut room[..c];
             self.source
-                .read_exact_at(&mut self.src_buf[..c], self.cursor)
+                .read_exact_at(dst, self.cursor)
                 .map_err(DeltaError::io("reading the source"))?;
             let m = if add {
-                self.add_chunk(c, c as u64 == left)?
+                add_chunk(
+                    self.header.transform,
+                    &mut self.diff,
+                    dst,
+                    &mut self.diff_buf,
+                    &mut self.fields,
+                    c as u64 == left,
+                )?
             } else {
                 c
             };
-            self.emit_src(m)?;
+            self.out.commit(m);
             self.cursor += m as u64;
             self.stats.source_bytes_read += m as u64;
             left -= m as u64;
@@ -312,61 +331,76 @@ impl<'s, S: SourceRead + ?Sized, W: Write> Applier<'s, S, W> {
         Ok(())
     }
 
-    /// Turns `src_buf[..c]` into target bytes with the diff stream; returns how many bytes it
-    /// finished (less than `c` when an x86 instruction may straddle the chunk's end).
-    fn add_chunk(&mut self, c: usize, last: bool) -> Result<usize, DeltaError> {
-        if self.header.transform == Transform::None {
-            self.diff.read(&mut self.diff_buf[..c])?;
-            let (src, diff) = (&mut self.src_buf[..c], &self.diff_buf[..c]);
-            src.iter_mut()
-                .zip(diff)
-                .for_each(|(s, d)| *s = s.wrapping_add(*d));
-            return Ok(c);
-        }
-        self.fields.clear();
-        let fields = &mut self.fields;
-        let m = x86::walk(&self.src_buf[..c], last, |p| fields.push(p as u32));
-        self.diff.read(&mut self.diff_buf[..m])?;
-        x86::decode(&mut self.src_buf[..m], &mut self.diff_buf[..m], &self.fields);
-        Ok(m)
-    }
-
-    /// Appends `src_buf[..c]` to the target.
-    fn emit_src(&mut self, c: usize) -> Result<(), DeltaError> {
-        if self.out_buf.len() + c > IO_BUF {
-            self.flush_out()?;
-        }
-        self.out_buf.extend_from_slice(&self.src_buf[..c]);
-        self.written += c as u64;
-        Ok(())
-    }
-
-    fn flush_out(&mut self) -> Result<(), DeltaError> {
-        self.hasher.update(&self.out_buf);
-        self.out
-            .write_all(&self.out_buf)
-            .map_err(DeltaError::io("writing the target"))?;
-        self.out_buf.clear();
-        Ok(())
-    }
-
     fn finish(mut self) -> Result<ApplyStats, DeltaError> {
-        self.flush_out()?;
-        self.out.flush().map_err(DeltaError::io("writing the target"))?;
-        if self.written != self.header.target_size {
+        let written = self.out.written();
+        let digest = self.out.finish()?;
+        if written != self.header.target_size {
             return Err(DeltaError::TargetSizeMismatch {
                 expected: self.header.target_size,
-                actual: self.written,
+                actual: written,
             });
         }
-        let actual = Digest(self.hasher.finalize().into());
+        let actual = Digest(digest);
         if actual != self.header.target_digest() {
             return Err(DeltaError::TargetHashMismatch {
                 expected: self.header.target_digest(),
                 actual,
             });
         }
-        self.stats.target_bytes = self.written;
+        self.stats.target_bytes = written;
         Ok(self.stats)
+    }
+}
+
+/// Turns the source bytes in `dst` into target bytes with the diff stream; returns how many
+/// bytes it finished (less than `dst.len()` when an x86 instruction may straddle its end).
+fn add_chunk(
+    transform: Transform,
+    diff: &mut Prefetch,
+    dst: &mut [u8],
+    diff_buf: &mut [u8],
+    fields: &mut Vec<u32>,
+    last: bool,
+) -> Result<usize, DeltaError> {
+    let c = dst.len();
+    if transform == Transform::None {
+        diff.read(&mut diff_buf[..c])?;
+        dst.iter_mut()
+            .zip(&diff_buf[..c])
+            .for_each(|(s, d)| *s = s.wrapping_add(*d));
+        return Ok(c);
+    }
+    fields.clear();
+    let m = x86::walk(dst, last, |p| fields.push(p as u32));
+    diff.read(&mut diff_buf[..m])?;
+    x86::decode(&mut dst[..m], &mut diff_buf[..m], fields);
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{DiffOptions, diff};
+    use super::*;
+
+    #[test]
+    fn on_failure_check_names_a_wrong_source_only_when_the_target_is_wrong() {
+        let old: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect();
+        let mut new = old.clone();
+        new[1000..1100].fill(7);
+        let mut patch = Vec::new();
+        diff(&old, &new, &DiffOptions::default(), &mut patch).unwrap();
+        let opts = ApplyOptions {
+            source_check: SourceCheck::OnFailure,
+            ..ApplyOptions::default()
+        };
+        let mut out = Vec::new();
+        apply_with(old.as_slice(), patch.as_slice(), &mut out, &opts).unwrap();
+        assert_eq!(out, new);
+        let mut other = old.clone();
+        other[1050] ^= 1;
+        let err = apply_with(other.as_slice(), patch.as_slice(), std::io::sink(), &opts).unwrap_err();
+        assert!(matches!(err, DeltaError::SourceMismatch { .. }), "{err}");
     }
 }

@@ -7,7 +7,9 @@
 //! - `plan`: the list of copy / add / insert operations the passes produce.
 //! - `diff` / `encode`: builds the plan and writes it as three compressed streams in segments.
 //! - `codec`: the per-stream entropy coders (zstd, raw LZMA2).
-//! - `apply` / `stream`: the constant-memory decoder; `source`: random reads of the source.
+//! - `apply` / `stream`: the constant-memory decoder; `prefetch`: the diff and extra streams'
+//!   decoding threads; `sink`: output buffers hashed on their own thread; `source`: random reads
+//!   of the source.
 //! - `x86`: optional 32-bit treatment of x86 displacements in add records.
 //! - `error`: `DeltaError`.
 
@@ -20,6 +22,7 @@ mod error;
 mod format;
 mod plan;
 mod prefetch;
+mod sink;
 mod source;
 mod stream;
 mod sufarray;
@@ -190,6 +193,11 @@ pub enum SourceCheck {
     Full,
     /// Compare only the size; a wrong source then shows as a target hash mismatch at the end.
     SizeOnly,
+    /// Compare only the size up front; hash the source only when the target's hash turns out
+    /// wrong, to report [`DeltaError::SourceMismatch`] when the source is the cause. Saves
+    /// one sequential read of the source on every successful apply; the target hash is always
+    /// checked, but target bytes are written before a wrong source is noticed.
+    OnFailure,
 }
 
 /// Options of `apply_with`.
