@@ -1,10 +1,11 @@
 //! Health checks run during a trial boot: a command's exit code, a TCP connect, an HTTP GET's status
-//! (plain HTTP/1.1 over a `TcpStream`), and a systemd unit's `is-active` (skipped, with the reason,
-//! when systemd is not the init system). Every check has a timeout and returns a [`CheckResult`]
+//! (plain HTTP/1.1 over a `TcpStream`), a systemd unit's `is-active` (skipped, with the reason,
+//! when systemd is not the init system), the fleet server's reachability (TCP connect to the
+//! broker, or an HTTP(S) GET of the server URL). Every check has a timeout and returns a [`CheckResult`]
 //! whose [`Verdict`] carries the reason.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,6 +52,33 @@ pub enum Check {
         /// Limit.
         timeout: Duration,
     },
+    /// The fleet server is reachable.
+    Server {
+        /// How to reach it.
+        probe: ServerProbe,
+        /// Limit.
+        timeout: Duration,
+    },
+}
+
+/// How the `server` check reaches the fleet server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerProbe {
+    /// A TCP connection to the MQTT broker opens (the name is resolved on every run).
+    Broker {
+        /// Broker host.
+        host: String,
+        /// Broker port.
+        port: u16,
+    },
+    /// An HTTP(S) `GET` of the server's base URL gets an answer below 500 (any such status means
+    /// the server itself is up; TLS is checked against `ca_file` like every other request).
+    Http {
+        /// `server.url`.
+        url: String,
+        /// `server.ca_file`.
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// A check's outcome.
@@ -81,6 +109,14 @@ impl Check {
             Self::Tcp { addr, .. } => format!("tcp:{addr}"),
             Self::Http { addr, path, .. } => format!("http:{addr}{path}"),
             Self::SystemdUnit { unit, .. } => format!("systemd:{unit}"),
+            Self::Server {
+                probe: ServerProbe::Broker { host, port },
+                ..
+            } => format!("server:broker {host}:{port}"),
+            Self::Server {
+                probe: ServerProbe::Http { url, .. },
+                ..
+            } => format!("server:http {url}"),
         }
     }
 
@@ -110,6 +146,7 @@ impl Check {
                 }
             }),
             Self::SystemdUnit { unit, timeout } => systemd_unit(Path::new(SYSTEMD_MARKER), unit, *timeout),
+            Self::Server { probe, timeout } => server(probe, *timeout),
         };
         let name = self.name();
         tracing::debug!(check = %name, ?verdict, "health check");
@@ -189,6 +226,37 @@ fn parse_status_line(line: &str) -> Result<u16, String> {
     match (parts.next(), parts.next().map(str::parse::<u16>)) {
         (Some(v), Some(Ok(code))) if v.starts_with("HTTP/1.") => Ok(code),
         _ => Err(format!("not an HTTP/1.x status line: {:?}", line.trim_end())),
+    }
+}
+
+/// The fleet server's reachability.
+fn server(probe: &ServerProbe, timeout: Duration) -> Verdict {
+    match probe {
+        ServerProbe::Broker { host, port } => {
+            let addrs = match (host.as_str(), *port).to_socket_addrs() {
+                Ok(addrs) => addrs.collect::<Vec<_>>(),
+                Err(e) => return Verdict::Fail(format!("cannot resolve {host}: {e}")),
+            };
+            let mut last = format!("{host} resolves to no address");
+            for addr in addrs {
+                match TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(_) => return Verdict::Pass,
+                    Err(e) => last = format!("connect to {addr} failed: {e}"),
+                }
+            }
+            Verdict::Fail(last)
+        }
+        ServerProbe::Http { url, ca_file } => {
+            let agent = match crate::transport::http::agent(ca_file.as_deref(), timeout, timeout) {
+                Ok(agent) => agent,
+                Err(e) => return Verdict::Fail(e.to_string()),
+            };
+            match agent.get(url).call() {
+                Ok(resp) if resp.status().as_u16() < 500 => Verdict::Pass,
+                Ok(resp) => Verdict::Fail(format!("status {}", resp.status())),
+                Err(e) => Verdict::Fail(format!("GET {url} failed: {e}")),
+            }
+        }
     }
 }
 

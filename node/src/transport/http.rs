@@ -43,19 +43,12 @@ pub struct HttpFetcher {
 impl HttpFetcher {
     /// A fetcher with the given timeouts, size cap and trusted CA file.
     pub fn new(settings: &HttpSettings) -> Result<Self, CaError> {
-        let roots = match &settings.ca_file {
-            Some(path) => RootCerts::Specific(Arc::new(read_certs(path)?)),
-            None => RootCerts::WebPki,
-        };
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(settings.connect_timeout))
-            .timeout_recv_response(Some(settings.read_timeout))
-            .timeout_per_read(Some(settings.read_timeout))
-            .tls_config(TlsConfig::builder().root_certs(roots).build())
-            .build();
         Ok(Self {
-            agent: config.into(),
+            agent: agent(
+                settings.ca_file.as_deref(),
+                settings.connect_timeout,
+                settings.read_timeout,
+            )?,
             max_bytes: settings.max_artifact_bytes,
             validators: HashMap::new(),
         })
@@ -177,6 +170,27 @@ impl Fetcher for HttpFetcher {
     fn remember_validator(&mut self, url: &str, validator: Validator) {
         self.validators.insert(url.to_owned(), validator);
     }
+}
+
+/// An HTTP(S) client (ureq, rustls with ring) trusting `ca_file`'s certificates (or the built-in web
+/// PKI roots), with `connect` and per-read limits; error statuses come back as responses.
+pub fn agent(
+    ca_file: Option<&std::path::Path>,
+    connect: std::time::Duration,
+    read: std::time::Duration,
+) -> Result<ureq::Agent, CaError> {
+    let roots = match ca_file {
+        Some(path) => RootCerts::Specific(Arc::new(read_certs(path)?)),
+        None => RootCerts::WebPki,
+    };
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(connect))
+        .timeout_recv_response(Some(read))
+        .timeout_per_read(Some(read))
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
+        .build();
+    Ok(config.into())
 }
 
 /// Counts bytes that reached the inner writer.
