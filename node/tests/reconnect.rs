@@ -104,6 +104,7 @@ fn cut_connection_fires_the_will_then_reconnects_and_still_takes_desired() {
     let settings = MqttSettings {
         host: "127.0.0.1".into(),
         port: proxy.clone().start(),
+        tls_ca: None,
         keep_alive: Duration::from_secs(5),
         tick: Duration::from_millis(50),
         reconnect_min: Duration::from_millis(200),

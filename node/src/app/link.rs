@@ -11,6 +11,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use halyard_protocol::{DeviceId, Report};
 
 use super::AppError;
+use super::fallback::Fallback;
 use crate::clock::Clock;
 use crate::config::MqttSettings;
 use crate::driver::{Driver, Halt, Outgoing};
@@ -28,6 +29,7 @@ pub struct Link {
     seq: Arc<Mutex<SeqCounter>>,
     clock: Arc<dyn Clock>,
     last_report: Option<Report>,
+    fallback: Option<Fallback>,
 }
 
 impl Link {
@@ -52,7 +54,18 @@ impl Link {
             seq,
             clock,
             last_report: None,
+            fallback: None,
         }
+    }
+
+    /// Poll the server over HTTP(S) while the broker is unreachable (see [`Fallback`]).
+    pub fn with_http_fallback(
+        mut self,
+        api: crate::transport::api::ServerApi,
+        settings: crate::config::FallbackSettings,
+    ) -> Self {
+        self.fallback = Some(Fallback::new(api, settings, self.clock.now()));
+        self
     }
 
     /// Run until the driver asks for a reboot or `stop` is set; timers run every `tick`.
@@ -78,7 +91,7 @@ impl Link {
                     halt
                 }
                 Some(Inbound::Message { topic, payload }) => self.deliver(driver, &topic, &payload)?,
-                None => driver.settle()?,
+                None => self.poll(driver)?,
             };
         }
     }
@@ -95,7 +108,10 @@ impl Link {
             let msg = codec::presence(false, self.clock.now(), &self.device, seq, &self.key)?;
             Ok(self.mqtt.publish(msg)?)
         };
-        if let Err(e) = offline() {
+        // Only when connected: a publish queued behind a dead connection could block.
+        if self.mqtt.connected()
+            && let Err(e) = offline()
+        {
             tracing::warn!(error = %e, "offline presence");
         }
         self.mqtt.shutdown();
@@ -110,6 +126,27 @@ impl Link {
             Ok(None) => Ok(driver.settle()?),
             Err(rejected) => {
                 tracing::warn!(%topic, %rejected, "ignored a message");
+                Ok(driver.settle()?)
+            }
+        }
+    }
+
+    /// Settle; while the fallback is in charge and a poll is due, fetch `desired` over HTTP(S) and
+    /// verify it exactly like an MQTT arrival (same inbox, same sequence guard).
+    fn poll(&mut self, driver: &mut Driver) -> Result<Halt, AppError> {
+        let (connected, now) = (self.mqtt.connected(), self.clock.now());
+        let due = self.fallback.as_mut().is_some_and(|f| f.poll_due(connected, now));
+        let Some(fallback) = self.fallback.as_ref().filter(|_| due) else {
+            return Ok(driver.settle()?);
+        };
+        match fallback.api.desired(&self.device) {
+            Ok(Some(body)) => {
+                let topic = self.inbox.topic().to_owned();
+                self.deliver(driver, &topic, &body)
+            }
+            Ok(None) => Ok(driver.settle()?),
+            Err(e) => {
+                tracing::warn!(error = %e, "polling desired over HTTP");
                 Ok(driver.settle()?)
             }
         }
@@ -139,7 +176,18 @@ impl Link {
             .unwrap_or_else(PoisonError::into_inner)
             .next_seq()?;
         let publication = codec::seal(msg, &self.device, seq, &self.key)?;
-        self.mqtt.publish(publication)?;
+        let (connected, now) = (self.mqtt.connected(), self.clock.now());
+        let active = self.fallback.as_mut().is_some_and(|f| f.active(connected, now));
+        match self.fallback.as_ref().filter(|_| active) {
+            Some(fallback) => {
+                let what = publication.topic.rsplit('/').next().unwrap_or_default();
+                if let Err(e) = fallback.api.post(&self.device, what, &publication.payload) {
+                    // The report is sent again on the next (re)connect; an event is lost.
+                    tracing::warn!(error = %e, what, "posting over HTTP");
+                }
+            }
+            None => self.mqtt.publish(publication)?,
+        }
         Ok(())
     }
 }

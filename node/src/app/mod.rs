@@ -3,6 +3,7 @@
 //! install path as an online one). [`link::Link`] is the loop between driver and broker; [`setup`]
 //! builds hardware and trust from the config.
 
+pub mod fallback;
 pub mod link;
 pub mod setup;
 
@@ -19,6 +20,7 @@ use crate::faults::NoCrash;
 use crate::fetch::DirFetcher;
 use crate::identity::{Identity, IdentityError, SeqCounter};
 use crate::journal::{Journal, JournalError};
+use crate::transport::api::ServerApi;
 use crate::transport::http::{CaError, HttpFetcher};
 use crate::transport::mqtt::PublishError;
 
@@ -54,6 +56,12 @@ pub enum AppError {
     /// The HTTPS CA file.
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// Enrollment failed or its record is unusable.
+    #[error(transparent)]
+    Enroll(#[from] crate::enroll::EnrollError),
+    /// The configuration cannot work as given (e.g. `broker = "auto"` without an enrollment).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Trust root or server key.
     #[error("trust material {path}: {reason}")]
     Trust {
@@ -72,13 +80,22 @@ pub enum AppError {
     },
 }
 
-/// Run the agent on this machine until it reboots it or `stop` is set.
+/// Run the agent on this machine until it reboots it or `stop` is set. A device with an enrollment
+/// token and no enrollment record enrolls first (retrying while the server is unreachable).
 pub fn run(settings: &Settings, stop: &AtomicBool) -> Result<Halt, AppError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     create_data_dir(settings)?;
     let identity = Identity::load_or_create(&settings.data_dir, &NoCrash)?;
     let seq = SeqCounter::open(&settings.data_dir, Arc::new(NoCrash))?;
-    let server_key = setup::server_key(&settings.server_key)?;
+    let api = ServerApi::new(&settings.server_url, &settings.http)?;
+    let Some(enrollment) = setup::enrollment(settings, &identity, &api, stop)? else {
+        return Ok(Halt::Waiting);
+    };
+    let server_key = match &enrollment {
+        Some(e) => e.verifying_key()?,
+        None => setup::server_key(&settings.server_key)?,
+    };
+    let mqtt = setup::mqtt_settings(settings, enrollment.as_ref())?;
     let driver_settings = setup::driver_settings(settings, clock.now())?;
     let hardware = setup::linux_hardware(settings)?;
     let fetcher = Box::new(HttpFetcher::new(&settings.http)?);
@@ -90,13 +107,14 @@ pub fn run(settings: &Settings, stop: &AtomicBool) -> Result<Halt, AppError> {
         Arc::new(NoCrash),
     )?;
     let mut link = Link::connect(
-        &settings.mqtt,
+        &mqtt,
         identity.device_id().clone(),
         identity.signing_key(),
         seq,
         server_key,
         clock,
-    );
+    )
+    .with_http_fallback(api, settings.fallback);
     tracing::info!(device = %identity.device_id(), "agent running");
     let halt = link.serve(&mut driver, settings.mqtt.tick, stop);
     link.shutdown();

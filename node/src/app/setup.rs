@@ -1,5 +1,6 @@
 //! Building the agent from [`Settings`]: the Linux hardware backends chosen once at start-up, the
-//! driver's settings (trust root read and checked), the server key, and the HTTP fetcher.
+//! driver's settings (trust root read and checked), the server key, the enrollment (stored, or made
+//! with the configured token) and the broker it may name.
 
 use halyard_hardware::block::BlockDevice;
 use halyard_hardware::block::file::FileDevice;
@@ -13,9 +14,17 @@ use halyard_hardware::{BlockError, DeviceError};
 use halyard_ota::limits::Limits;
 use halyard_ota::root::TrustedRoot;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use super::AppError;
-use crate::config::{BootBackend, CurrentSlot, Reboot, Settings};
+use crate::config::{BootBackend, ConfigError, CurrentSlot, MqttSettings, Reboot, Settings, parse_broker};
 use crate::driver::{self, Hardware};
+use crate::enroll::{self, Enrollment};
+use crate::faults::NoCrash;
+use crate::identity::Identity;
+use crate::transport::api::ServerApi;
+use crate::transport::codec::backoff;
 
 /// The real device as the config describes it.
 pub fn linux_hardware(settings: &Settings) -> Result<Hardware, AppError> {
@@ -106,4 +115,84 @@ pub fn server_key(path: &std::path::Path) -> Result<ed25519_dalek::VerifyingKey,
     let pem = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let key = halyard_ota::keys::PublicKey::from_pem(&pem).map_err(|e| fail(e.to_string()))?;
     ed25519_dalek::VerifyingKey::from_bytes(&key.to_raw()).map_err(|e| fail(e.to_string()))
+}
+
+/// The enrollment record: the stored one, or a new one when a token is configured (retried with
+/// backoff while the server cannot be reached); `Some(None)` for a pre-provisioned device (no token,
+/// no record); `None` when `stop` was set while waiting to retry.
+pub fn enrollment(
+    settings: &Settings,
+    identity: &Identity,
+    api: &ServerApi,
+    stop: &AtomicBool,
+) -> Result<Option<Option<Enrollment>>, AppError> {
+    if let Some(record) = enroll::load(&settings.data_dir)? {
+        return Ok(Some(Some(record)));
+    }
+    let e = &settings.enroll;
+    let Some(token) = enroll::token(e.token.as_deref(), e.token_file.as_deref())? else {
+        return Ok(Some(None));
+    };
+    let facts = enroll::Facts {
+        product: settings.product.to_string(),
+        hardware_class: settings.hardware_class.clone(),
+    };
+    let mut failures = 0;
+    loop {
+        let attempt = enroll::enroll(
+            api,
+            &settings.server_url,
+            identity,
+            &token,
+            &facts,
+            &settings.data_dir,
+            &NoCrash,
+        );
+        match attempt {
+            Ok(record) => return Ok(Some(Some(record))),
+            Err(err) if err.is_transient() => {
+                let m = &settings.mqtt;
+                let delay = backoff(failures, m.reconnect_min, m.reconnect_max, 0);
+                failures += 1;
+                tracing::warn!(error = %err, ?delay, "enrollment failed, retrying");
+                if sleep_unless(stop, delay) {
+                    return Ok(None);
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Sleep `total` in short steps; `true` when `stop` was set meanwhile.
+fn sleep_unless(stop: &AtomicBool, total: Duration) -> bool {
+    let step = Duration::from_millis(100);
+    let mut left = total;
+    while !left.is_zero() {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        let now = left.min(step);
+        std::thread::sleep(now);
+        left -= now;
+    }
+    stop.load(Ordering::SeqCst)
+}
+
+/// The broker to connect to: the config's, or with `broker = "auto"` the enrollment's.
+pub fn mqtt_settings(settings: &Settings, enrollment: Option<&Enrollment>) -> Result<MqttSettings, AppError> {
+    let mut mqtt = settings.mqtt.clone();
+    if !settings.enroll.broker_auto {
+        return Ok(mqtt);
+    }
+    let Some(enrollment) = enrollment else {
+        return Err(ConfigError::Invalid {
+            key: "server.broker",
+            reason: "\"auto\" needs an enrollment ([enroll] token or a stored enrollment.json)".into(),
+        }
+        .into());
+    };
+    let broker = parse_broker(&enrollment.broker, settings.http.ca_file.as_deref())?;
+    (mqtt.host, mqtt.port, mqtt.tls_ca) = (broker.host, broker.port, broker.tls_ca);
+    Ok(mqtt)
 }

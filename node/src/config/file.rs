@@ -15,6 +15,7 @@ pub(super) struct File {
     pub trust_root: PathBuf,
     pub server_key: PathBuf,
     pub server: Server,
+    pub enroll: Enroll,
     pub boot: Boot,
     pub slots: Slots,
     pub factory: Factory,
@@ -29,6 +30,13 @@ pub(super) struct Server {
     pub broker: String,
     pub url: String,
     pub ca_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Enroll {
+    pub token: String,
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +86,8 @@ pub(super) struct Poll {
     pub keep_alive_secs: u64,
     pub reconnect_min_secs: u64,
     pub reconnect_max_secs: u64,
+    pub http_fallback_secs: u64,
+    pub http_poll_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +125,15 @@ pub(super) enum Check {
         unit: String,
         timeout_secs: u64,
     },
+    Server {
+        #[serde(default = "via_broker")]
+        via: String,
+        timeout_secs: u64,
+    },
+}
+
+fn via_broker() -> String {
+    "broker".to_owned()
 }
 
 fn ok_status() -> u16 {

@@ -117,6 +117,8 @@ pub struct MqttSettings {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// `mqtts://`: TLS trusting these CA certificates (PEM); `None` = plain TCP.
+    pub tls_ca: Option<PathBuf>,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
     /// How often the agent runs timers when nothing arrives.
@@ -125,6 +127,42 @@ pub struct MqttSettings {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+}
+
+/// Enrollment with a one-time token (`[enroll]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EnrollSettings {
+    /// The token (empty in the file = none).
+    pub token: Option<String>,
+    /// A file holding the token (read at start; empty path = none).
+    pub token_file: Option<PathBuf>,
+    /// `server.broker = "auto"`: use the broker the enrollment answer named.
+    pub broker_auto: bool,
+}
+
+/// The HTTP polling fallback used while the broker is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FallbackSettings {
+    /// Start polling once the broker has been unreachable this long.
+    pub after: Duration,
+    /// Time between two polls of `desired`.
+    pub every: Duration,
+}
+
+/// A parsed `server.broker` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS (`mqtts://`), trusting this CA file.
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Parse `mqtt://host:port` or `mqtts://host:port` (which needs `ca_file`).
+pub fn parse_broker(url: &str, ca_file: Option<&Path>) -> Result<Broker, ConfigError> {
+    validate::broker(url, ca_file)
 }
 
 /// The validated configuration.
@@ -156,6 +194,10 @@ pub struct Settings {
     pub policy: Policy,
     /// Trial health checks.
     pub health: HealthSettings,
+    /// Token enrollment.
+    pub enroll: EnrollSettings,
+    /// HTTP polling while the broker is unreachable.
+    pub fallback: FallbackSettings,
     /// Bytes per range request.
     pub chunk: u64,
     /// Attempts per chunk.

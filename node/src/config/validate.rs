@@ -2,18 +2,19 @@
 //! once, and every number is range-checked.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use halyard_protocol::Sha256;
 
 use super::file::{self, File};
 use super::{
-    BootBackend, BootSettings, ConfigError, CurrentSlot, HttpSettings, MqttSettings, Reboot, Settings,
+    BootBackend, BootSettings, Broker, ConfigError, CurrentSlot, EnrollSettings, FallbackSettings,
+    HttpSettings, MqttSettings, Reboot, Settings,
 };
 use crate::driver::HealthSettings;
 use crate::fsm::{Image, Policy};
-use crate::health::Check;
+use crate::health::{Check, ServerProbe};
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -38,20 +39,29 @@ pub(super) fn validate(f: File) -> Result<Settings, ConfigError> {
     if f.hardware_class.is_empty() {
         return Err(invalid("hardware_class", "must not be empty"));
     }
+    let (mqtt, broker_auto) = mqtt(&f.server, &f.poll)?;
+    let server_url = server_url(&f.server.url)?;
+    let probes = Probes {
+        broker: (!broker_auto).then(|| (mqtt.host.clone(), mqtt.port)),
+        url: server_url.clone(),
+        ca_file: ca_file(&f.server),
+    };
     Ok(Settings {
         data_dir: f.data_dir,
         product,
         hardware_class: f.hardware_class,
         trust_root: f.trust_root,
         server_key: f.server_key,
-        server_url: server_url(&f.server.url)?,
-        mqtt: mqtt(&f.server.broker, &f.poll)?,
+        server_url,
         http: http(&f.server, &f.update)?,
+        fallback: fallback(&f.poll)?,
+        enroll: enroll(f.enroll, broker_auto),
+        mqtt,
         boot: boot(f.boot)?,
         slots: [f.slots.a, f.slots.b],
         factory: factory(f.factory)?,
         policy: policy(&f.update)?,
-        health: health(f.health)?,
+        health: health(f.health, &probes)?,
         chunk: f.update.chunk_bytes.max(1),
         fetch_attempts: f.update.fetch_attempts.max(1),
     })
@@ -64,10 +74,18 @@ fn server_url(url: &str) -> Result<String, ConfigError> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
-fn mqtt(broker: &str, poll: &file::Poll) -> Result<MqttSettings, ConfigError> {
-    let rest = broker
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| invalid("server.broker", format!("{broker:?} is not mqtt://host:port")))?;
+/// `mqtt://host:port` or `mqtts://host:port` (TLS needs `ca_file`).
+pub(super) fn broker(url: &str, ca_file: Option<&Path>) -> Result<Broker, ConfigError> {
+    let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => {
+            return Err(invalid(
+                "server.broker",
+                format!("{url:?} is not mqtt://host:port, mqtts://host:port or auto"),
+            ));
+        }
+    };
     let (host, port) = rest
         .rsplit_once(':')
         .ok_or_else(|| invalid("server.broker", "missing :port"))?;
@@ -77,24 +95,68 @@ fn mqtt(broker: &str, poll: &file::Poll) -> Result<MqttSettings, ConfigError> {
     if host.is_empty() {
         return Err(invalid("server.broker", "missing host"));
     }
+    let tls_ca = match (tls, ca_file) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(ca.to_path_buf()),
+        (true, None) => return Err(invalid("server.ca_file", "mqtts:// needs a CA file")),
+    };
+    Ok(Broker {
+        host: host.to_owned(),
+        port,
+        tls_ca,
+    })
+}
+
+fn mqtt(server: &file::Server, poll: &file::Poll) -> Result<(MqttSettings, bool), ConfigError> {
+    let auto = server.broker == "auto";
+    let parsed = match auto {
+        // Filled in from the enrollment record at start.
+        true => Broker {
+            host: String::new(),
+            port: 0,
+            tls_ca: None,
+        },
+        false => broker(&server.broker, ca_file(server).as_deref())?,
+    };
     let reconnect_min = secs("poll.reconnect_min_secs", poll.reconnect_min_secs)?;
     let reconnect_max = secs("poll.reconnect_max_secs", poll.reconnect_max_secs)?;
     if reconnect_max < reconnect_min {
         return Err(invalid("poll.reconnect_max_secs", "is below reconnect_min_secs"));
     }
-    Ok(MqttSettings {
-        host: host.to_owned(),
-        port,
+    let settings = MqttSettings {
+        host: parsed.host,
+        port: parsed.port,
+        tls_ca: parsed.tls_ca,
         keep_alive: secs("poll.keep_alive_secs", poll.keep_alive_secs)?,
         tick: secs("poll.tick_secs", poll.tick_secs)?,
         reconnect_min,
         reconnect_max,
+    };
+    Ok((settings, auto))
+}
+
+fn ca_file(server: &file::Server) -> Option<PathBuf> {
+    (!server.ca_file.as_os_str().is_empty()).then(|| server.ca_file.clone())
+}
+
+fn fallback(poll: &file::Poll) -> Result<FallbackSettings, ConfigError> {
+    Ok(FallbackSettings {
+        after: secs("poll.http_fallback_secs", poll.http_fallback_secs)?,
+        every: secs("poll.http_poll_secs", poll.http_poll_secs)?,
     })
+}
+
+fn enroll(e: file::Enroll, broker_auto: bool) -> EnrollSettings {
+    EnrollSettings {
+        token: (!e.token.is_empty()).then_some(e.token),
+        token_file: (!e.token_file.as_os_str().is_empty()).then_some(e.token_file),
+        broker_auto,
+    }
 }
 
 fn http(server: &file::Server, update: &file::Update) -> Result<HttpSettings, ConfigError> {
     Ok(HttpSettings {
-        ca_file: (!server.ca_file.as_os_str().is_empty()).then(|| server.ca_file.clone()),
+        ca_file: ca_file(server),
         max_artifact_bytes: update.max_artifact_bytes,
         connect_timeout: secs("update.connect_timeout_secs", update.connect_timeout_secs)?,
         read_timeout: secs("update.read_timeout_secs", update.read_timeout_secs)?,
@@ -161,8 +223,19 @@ fn policy(u: &file::Update) -> Result<Policy, ConfigError> {
     })
 }
 
-fn health(h: file::Health) -> Result<HealthSettings, ConfigError> {
-    let checks = h.checks.into_iter().map(check).collect::<Result<_, _>>()?;
+/// What the `server` health check can reach.
+struct Probes {
+    broker: Option<(String, u16)>,
+    url: String,
+    ca_file: Option<PathBuf>,
+}
+
+fn health(h: file::Health, probes: &Probes) -> Result<HealthSettings, ConfigError> {
+    let checks = h
+        .checks
+        .into_iter()
+        .map(|c| check(c, probes))
+        .collect::<Result<_, _>>()?;
     Ok(HealthSettings {
         checks,
         stability_window: Duration::from_secs(h.stability_window_secs),
@@ -178,7 +251,7 @@ fn addr(value: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| invalid("health.checks.addr", format!("{value:?} is not host:port")))
 }
 
-fn check(c: file::Check) -> Result<Check, ConfigError> {
+fn check(c: file::Check, probes: &Probes) -> Result<Check, ConfigError> {
     let timeout = |s| secs("health.checks.timeout_secs", s);
     Ok(match c {
         file::Check::Command {
@@ -214,5 +287,30 @@ fn check(c: file::Check) -> Result<Check, ConfigError> {
             unit,
             timeout: timeout(timeout_secs)?,
         },
+        file::Check::Server { via, timeout_secs } => Check::Server {
+            probe: server_probe(&via, probes)?,
+            timeout: timeout(timeout_secs)?,
+        },
     })
+}
+
+fn server_probe(via: &str, probes: &Probes) -> Result<ServerProbe, ConfigError> {
+    match (via, &probes.broker) {
+        ("broker", Some((host, port))) => Ok(ServerProbe::Broker {
+            host: host.clone(),
+            port: *port,
+        }),
+        ("broker", None) => Err(invalid(
+            "health.checks.via",
+            "\"broker\" needs a fixed server.broker (it is \"auto\"); use via = \"http\"",
+        )),
+        ("http", _) => Ok(ServerProbe::Http {
+            url: probes.url.clone(),
+            ca_file: probes.ca_file.clone(),
+        }),
+        (other, _) => Err(invalid(
+            "health.checks.via",
+            format!("{other:?} is not broker or http"),
+        )),
+    }
 }

@@ -48,6 +48,7 @@ pub struct Mqtt {
     client: Client,
     inbound: Receiver<Inbound>,
     stop: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -73,7 +74,9 @@ impl Mqtt {
         let (client, connection) = Client::new(options, 64);
         let (tx, inbound) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(false));
         let worker = Worker {
+            connected: connected.clone(),
             presence,
             online: None,
             client: client.clone(),
@@ -90,8 +93,14 @@ impl Mqtt {
             client,
             inbound,
             stop,
+            connected,
             thread,
         }
+    }
+
+    /// Whether the connection is up (a ConnAck arrived and no error since).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
     }
 
     /// Queue a QoS 1 publication (sent once connected).
@@ -137,6 +146,7 @@ impl Mqtt {
 pub type PresenceSigner = Box<dyn FnMut() -> Option<(Publication, Publication)> + Send>;
 
 struct Worker {
+    connected: Arc<AtomicBool>,
     presence: PresenceSigner,
     online: Option<Publication>,
     client: Client,
@@ -159,6 +169,7 @@ impl Worker {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failures = 0;
+                    self.connected.store(true, Ordering::SeqCst);
                     tracing::info!(host = %self.settings.host, port = self.settings.port, "mqtt connected");
                     if let Err(e) = self
                         .client
@@ -182,6 +193,7 @@ impl Worker {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    self.connected.store(false, Ordering::SeqCst);
                     let delay = backoff(
                         failures,
                         self.settings.reconnect_min,

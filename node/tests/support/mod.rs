@@ -3,6 +3,8 @@
 //! journal's crash points on the same rail, signed bundles (full and delta) served by a `DirFetcher`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
+pub mod api_server;
 pub mod http_server;
 
 use std::io::Read;

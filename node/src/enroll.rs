@@ -1,0 +1,163 @@
+//! Enrollment with a one-time token (contract in `docs/protocol.md`): the agent sends its public key
+//! and the token to `POST {server.url}/v1/enroll`, checks that the device id the server assigned is
+//! the one derived from that key and that the server key parses, and stores the answer atomically
+//! in the data directory (`enrollment.json`). From then on the stored server key verifies every
+//! `desired`; the config's `server_key` file is the fallback for pre-provisioned devices.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::durable::{self, FileError};
+use crate::faults::CrashPoints;
+use crate::identity::Identity;
+use crate::transport::api::{ApiError, EnrollRequest, ServerApi};
+
+/// The enrollment record's file name in the data directory.
+pub const RECORD_FILE: &str = "enrollment.json";
+
+/// Enrollment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// The record or the token file could not be read or written.
+    #[error("enrollment: {0}")]
+    File(#[from] FileError),
+    /// The server did not enroll the device (401: unknown or used token; 409: the key is enrolled
+    /// with other data), or could not be reached.
+    #[error("enrollment refused or failed: {0}")]
+    Api(#[from] ApiError),
+    /// The answer or the stored record is unusable.
+    #[error("enrollment {what}: {reason}")]
+    Invalid {
+        /// What (the server's answer, or the record's path).
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl EnrollError {
+    /// Retrying later may help (the server was unreachable or failed on its side).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Api(e) if e.is_transient())
+    }
+}
+
+/// What the server handed out at enrollment, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The device id (equal to the identity's).
+    pub device_id: String,
+    /// The server's Ed25519 public key, SPKI PEM.
+    pub server_key: String,
+    /// The broker the server named (`mqtt://host:port` or `mqtts://host:port`).
+    pub broker: String,
+    /// The server URL enrolled with.
+    pub server_url: String,
+}
+
+impl Enrollment {
+    /// The server key.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, EnrollError> {
+        parse_key(&self.server_key).map_err(|reason| EnrollError::Invalid {
+            what: "server key".into(),
+            reason,
+        })
+    }
+}
+
+/// The stored record, if the device has enrolled.
+pub fn load(dir: &Path) -> Result<Option<Enrollment>, EnrollError> {
+    let path = dir.join(RECORD_FILE);
+    let Some(bytes) = durable::read_optional(&path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| EnrollError::Invalid {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// The token to enroll with: `token`, else the trimmed content of `token_file`; `None` when neither
+/// is set (or the file is empty).
+pub fn token(token: Option<&str>, token_file: Option<&Path>) -> Result<Option<String>, EnrollError> {
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        return Ok(Some(t.to_owned()));
+    }
+    let Some(path) = token_file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(durable::io_err(path, "read"))?;
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// What the device tells the server about itself.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Product.
+    pub product: String,
+    /// Hardware class.
+    pub hardware_class: String,
+}
+
+/// Enroll with `token` and store the answer atomically in `dir`.
+pub fn enroll(
+    api: &ServerApi,
+    server_url: &str,
+    identity: &Identity,
+    token: &str,
+    facts: &Facts,
+    dir: &Path,
+    crash: &dyn CrashPoints,
+) -> Result<Enrollment, EnrollError> {
+    let request = EnrollRequest {
+        token: token.to_owned(),
+        public_key: base64::engine::general_purpose::STANDARD.encode(identity.public_key()),
+        product: facts.product.clone(),
+        hardware_class: facts.hardware_class.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let answer = api.enroll(&request)?;
+    let invalid = |reason: String| EnrollError::Invalid {
+        what: "answer".into(),
+        reason,
+    };
+    if answer.device_id != identity.device_id().as_str() {
+        return Err(invalid(format!(
+            "device id {} is not {}, the id of this device's key",
+            answer.device_id,
+            identity.device_id()
+        )));
+    }
+    parse_key(&answer.server_key).map_err(invalid)?;
+    if !(answer.broker.starts_with("mqtt://") || answer.broker.starts_with("mqtts://")) {
+        return Err(invalid(format!(
+            "broker {:?} is not mqtt(s)://host:port",
+            answer.broker
+        )));
+    }
+    let record = Enrollment {
+        device_id: answer.device_id,
+        server_key: answer.server_key,
+        broker: answer.broker,
+        server_url: server_url.to_owned(),
+    };
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| invalid(e.to_string()))?;
+    durable::write_atomic(&record_path(dir), &bytes, 0o600, crash)?;
+    tracing::info!(device = %record.device_id, broker = %record.broker, "enrolled");
+    Ok(record)
+}
+
+fn record_path(dir: &Path) -> PathBuf {
+    dir.join(RECORD_FILE)
+}
+
+fn parse_key(pem: &str) -> Result<VerifyingKey, String> {
+    let key = halyard_ota::keys::PublicKey::from_pem(pem).map_err(|e| e.to_string())?;
+    VerifyingKey::from_bytes(&key.to_raw()).map_err(|e| e.to_string())
+}
