@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use halyard_node::health::{Check, Verdict, first_failure, systemd_unit};
+use halyard_node::health::{Check, ServerProbe, Verdict, first_failure, systemd_unit};
 
 const T: Duration = Duration::from_secs(2);
 
@@ -128,4 +128,46 @@ fn systemd_units_are_skipped_without_systemd() {
         matches!(&verdict, Verdict::Fail(r) if r.contains("halyard-no-such-unit")),
         "{verdict:?}"
     );
+}
+
+fn server_check(probe: ServerProbe) -> Verdict {
+    Check::Server { probe, timeout: T }.run().verdict
+}
+
+#[test]
+fn server_reachability_through_the_broker_port_or_the_server_url() {
+    let broker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = broker.local_addr().unwrap().port();
+    let host = "localhost".to_owned(); // resolved on every run
+    assert_eq!(
+        server_check(ServerProbe::Broker {
+            host: host.clone(),
+            port
+        }),
+        Verdict::Pass
+    );
+    drop(broker);
+    let Verdict::Fail(reason) = server_check(ServerProbe::Broker { host, port }) else {
+        panic!("a closed broker port is unreachable")
+    };
+    assert!(reason.contains("connect"), "{reason}");
+
+    let http = |response: &'static str| {
+        let (addr, server) = serve(response);
+        let verdict = server_check(ServerProbe::Http {
+            url: format!("http://{addr}"),
+            ca_file: None,
+        });
+        let request = server.join().unwrap();
+        assert!(request.starts_with(b"GET / HTTP/1.1\r\n"), "{request:?}");
+        verdict
+    };
+    let not_found = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        http(not_found),
+        Verdict::Pass,
+        "any answer below 500: the server is up"
+    );
+    let unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert!(matches!(http(unavailable), Verdict::Fail(r) if r.contains("503")));
 }
