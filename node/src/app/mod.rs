@@ -96,6 +96,9 @@ pub fn run(settings: &Settings, stop: &AtomicBool) -> Result<Halt, AppError> {
         None => setup::server_key(&settings.server_key)?,
     };
     let mqtt = setup::mqtt_settings(settings, enrollment.as_ref())?;
+    if let Some(ca) = &mqtt.tls_ca {
+        crate::transport::mqtt::tls_config(ca)?;
+    }
     let driver_settings = setup::driver_settings(settings, clock.now())?;
     let hardware = setup::linux_hardware(settings)?;
     let fetcher = Box::new(HttpFetcher::new(&settings.http)?);

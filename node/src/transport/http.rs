@@ -241,7 +241,7 @@ fn content_range<B>(resp: &Response<B>) -> Option<(u64, u64)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
-fn read_certs(path: &std::path::Path) -> Result<Vec<Certificate<'static>>, CaError> {
+pub(crate) fn read_certs(path: &std::path::Path) -> Result<Vec<Certificate<'static>>, CaError> {
     let fail = |reason: String| CaError {
         path: path.to_path_buf(),
         reason,

@@ -1,4 +1,5 @@
-//! The MQTT event loop (rumqttc 0.25, MQTT 3.1.1), kept thin: one thread drives the connection,
+//! The MQTT event loop (rumqttc 0.25, MQTT 3.1.1; plain TCP, or TLS through rustls with the ring
+//! provider for `mqtts://`), kept thin: one thread drives the connection,
 //! subscribes to the device's `desired` topic after every ConnAck, hands arrivals to the agent over a
 //! channel and sleeps a jittered backoff after each connection error. Verification and sealing are
 //! in [`super::codec`]; the agent publishes through [`Mqtt::publish`].
@@ -14,9 +15,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 use super::codec::{Publication, backoff};
+use super::http::{CaError, read_certs};
 use crate::config::MqttSettings;
 
 /// What the connection thread reports.
@@ -71,6 +73,15 @@ impl Mqtt {
         options
             .set_keep_alive(settings.keep_alive)
             .set_clean_session(true);
+        if let Some(ca) = &settings.tls_ca {
+            match tls_config(ca) {
+                Ok(config) => {
+                    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+                }
+                // `app::run` checks the CA file before it connects; a library caller learns it here.
+                Err(e) => tracing::error!(error = %e, "mqtts: no usable CA, the connection will fail"),
+            }
+        }
         let (client, connection) = Client::new(options, 64);
         let (tx, inbound) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -140,6 +151,29 @@ impl Mqtt {
             tracing::warn!("mqtt thread panicked");
         }
     }
+}
+
+/// The TLS client config for `mqtts://`: rustls with the ring provider, trusting only the
+/// certificates in `ca` (PEM), TLS 1.2 and 1.3, no client certificate (the device authenticates by
+/// signing every message).
+pub fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, CaError> {
+    let fail = |reason: String| CaError {
+        path: ca.to_path_buf(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(cert.der().to_vec()))
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Signs a fresh (online, offline) presence pair; `None` when signing failed (logged by the signer).
