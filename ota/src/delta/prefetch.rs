@@ -186,7 +186,7 @@ fn decode_loop(
         while dec.raw_left() > 0 {
             let n = dec.raw_left().min(BUF_LEN as u64) as usize;
             let Ok(mut buf) = free.recv() else { return };
-            buf.clear();
+            // Old contents are overwritten by the decoder: only a grown tail needs zeroing.
             buf.resize(n, 0);
             let msg = match dec.read(&mut buf) {
                 Ok(()) => Msg::Data(buf),
