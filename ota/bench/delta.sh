@@ -77,8 +77,12 @@ ensure_qbsdiff() {
     local root="$WORK/tools"
     if [[ ! -x "$root/bin/qbsdiff" || ! -x "$root/bin/qbspatch" ]]; then
         log "cargo install qbsdiff $QBSDIFF_VERSION into $root"
+        # qbsdiff 1.4.4's published Cargo.lock pins qbsdiff 1.4.3 through a dev helper, which
+        # `--locked` cannot resolve: fall back to a fresh resolution.
         CARGO_TARGET_DIR="$WORK/tools/target" cargo install --locked --quiet -j2 \
-            qbsdiff --version "=$QBSDIFF_VERSION" --features cmd --root "$root"
+            qbsdiff --version "=$QBSDIFF_VERSION" --features cmd --root "$root" 2>/dev/null ||
+            CARGO_TARGET_DIR="$WORK/tools/target" cargo install --quiet -j2 \
+                qbsdiff --version "=$QBSDIFF_VERSION" --features cmd --root "$root"
     fi
 }
 
