@@ -132,3 +132,66 @@ fn binary_status_reads_an_empty_data_dir() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8(out.stdout).unwrap().contains("has not run yet"));
 }
+
+fn load(text: &str) -> Result<halyard_node::config::Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("agent.toml");
+    write(&main, text);
+    Sources::around(&main).load()
+}
+
+#[test]
+fn broker_urls_enrollment_fallback_and_server_checks() {
+    use halyard_node::health::{Check, ServerProbe};
+    let s = load("[server]\nbroker = \"mqtts://broker.example:8883\"\nca_file = \"/etc/ca.pem\"\n").unwrap();
+    assert_eq!((s.mqtt.host.as_str(), s.mqtt.port), ("broker.example", 8883));
+    assert_eq!(s.mqtt.tls_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+    assert!(!s.enroll.broker_auto);
+    assert_eq!(s.enroll.token, None);
+    assert_eq!(s.fallback.after, Duration::from_secs(60));
+    let err = load("[server]\nbroker = \"mqtts://broker.example:8883\"\n").unwrap_err();
+    assert!(err.to_string().contains("CA file"), "{err}");
+
+    let s = load(
+        "[server]\nbroker = \"auto\"\nurl = \"https://fleet.example/\"\n[enroll]\ntoken_file = \"/run/token\"\n\
+         [poll]\nhttp_fallback_secs = 5\nhttp_poll_secs = 7\n\
+         [[health.checks]]\nkind = \"server\"\nvia = \"http\"\ntimeout_secs = 3\n",
+    )
+    .unwrap();
+    assert!(s.enroll.broker_auto);
+    assert_eq!(s.enroll.token_file.as_deref(), Some(Path::new("/run/token")));
+    assert_eq!(
+        (s.fallback.after, s.fallback.every),
+        (Duration::from_secs(5), Duration::from_secs(7))
+    );
+    assert_eq!(
+        s.health.checks,
+        vec![Check::Server {
+            probe: ServerProbe::Http {
+                url: "https://fleet.example".into(),
+                ca_file: None
+            },
+            timeout: Duration::from_secs(3)
+        }]
+    );
+    let err = load("[server]\nbroker = \"auto\"\n[[health.checks]]\nkind = \"server\"\ntimeout_secs = 3\n")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("via"),
+        "a broker probe needs a fixed broker: {err}"
+    );
+    let s = load("[[health.checks]]\nkind = \"server\"\ntimeout_secs = 3\n").unwrap();
+    assert!(
+        matches!(
+            &s.health.checks[0],
+            Check::Server {
+                probe: ServerProbe::Broker { port: 1883, .. },
+                ..
+            }
+        ),
+        "{:?}",
+        s.health.checks
+    );
+    let err = load("[server]\nbroker = \"tcp://x:1\"\n").unwrap_err();
+    assert!(err.to_string().contains("server.broker"), "{err}");
+}
