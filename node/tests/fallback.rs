@@ -1,7 +1,8 @@
 //! The HTTP polling fallback: with the broker unreachable (a closed loopback port) for longer than
 //! `http_fallback_secs`, the agent polls `GET /v1/devices/{id}/desired`, verifies the envelope like
 //! an MQTT one (server key, sequence guard), installs the release it names, and posts its signed
-//! events and reports to `POST …/events` and `POST …/report`. A forged desired is ignored.
+//! events and reports to `POST …/events` and `POST …/report` (the current report once when polling
+//! starts, like on an MQTT connect). A forged desired is ignored.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -123,4 +124,13 @@ fn no_desired_is_204_and_the_agent_keeps_waiting() {
         "{}",
         agent.log()
     );
+    let key = VerifyingKey::from_bytes(&b.identity().public_key()).unwrap();
+    let reports = envelopes(&api, &format!("POST /v1/devices/{device}/report"), &key);
+    assert_eq!(
+        reports.len(),
+        1,
+        "the state is posted once when the fallback starts"
+    );
+    let report: Report = reports[0].open(&key).unwrap();
+    assert_eq!(report.state, AgentState::Idle);
 }

@@ -13,6 +13,7 @@ pub struct Fallback {
     settings: FallbackSettings,
     down_since: Option<u64>,
     next_poll: u64,
+    announced: bool,
 }
 
 impl Fallback {
@@ -23,12 +24,14 @@ impl Fallback {
             settings,
             down_since: Some(now),
             next_poll: 0,
+            announced: false,
         }
     }
 
     /// Note whether the broker is connected at `now`; `true` while the fallback is in charge.
     pub fn active(&mut self, connected: bool, now: u64) -> bool {
         if connected {
+            self.announced = false;
             if self
                 .down_since
                 .take()
@@ -40,6 +43,11 @@ impl Fallback {
         }
         let since = *self.down_since.get_or_insert(now);
         now.saturating_sub(since) >= self.settings.after.as_secs()
+    }
+
+    /// `true` once per fallback period: the first poll also posts the current report.
+    pub fn take_announce(&mut self) -> bool {
+        !std::mem::replace(&mut self.announced, true)
     }
 
     /// Whether a poll is due at `now` (and if so, schedule the next one).

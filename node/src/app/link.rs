@@ -136,7 +136,14 @@ impl Link {
     fn poll(&mut self, driver: &mut Driver) -> Result<Halt, AppError> {
         let (connected, now) = (self.mqtt.connected(), self.clock.now());
         let due = self.fallback.as_mut().is_some_and(|f| f.poll_due(connected, now));
-        let Some(fallback) = self.fallback.as_ref().filter(|_| due) else {
+        if !due {
+            return Ok(driver.settle()?);
+        }
+        if self.fallback.as_mut().is_some_and(Fallback::take_announce) {
+            // Like a (re)connect: the server learns the state even with no transition.
+            self.announce()?;
+        }
+        let Some(fallback) = self.fallback.as_ref() else {
             return Ok(driver.settle()?);
         };
         match fallback.api.desired(&self.device) {
