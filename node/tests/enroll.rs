@@ -75,6 +75,17 @@ fn enrolls_once_stores_the_answer_and_trusts_the_enrolled_server_key() {
     again.term();
     assert!(again.wait(WAIT).success(), "{}", again.log());
     assert_eq!(api.bodies("POST /v1/enroll").len(), 1, "enrolled once");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_halyard-agent"))
+        .arg("--config")
+        .arg(b.tmp.path().join("agent.toml"))
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!("enrolled: {device} at {}", api.url())),
+        "{text}"
+    );
 }
 
 #[test]

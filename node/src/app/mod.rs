@@ -137,8 +137,12 @@ pub fn status(settings: &Settings) -> Result<String, AppError> {
         Some(i) => format!("{} ({} bytes, sha256 {})", i.version, i.size, i.sha256),
         None => "empty".to_owned(),
     };
+    let enrolled = match crate::enroll::load(&settings.data_dir)? {
+        Some(e) => format!("{} at {}, broker {}", e.device_id, e.server_url, e.broker),
+        None => "no (server key from the config)".to_owned(),
+    };
     Ok(format!(
-        "state: {:?}\nslot A: {}\nslot B: {}\nsecurity floor: {}\n",
+        "state: {:?}\nslot A: {}\nslot B: {}\nsecurity floor: {}\nenrolled: {enrolled}\n",
         record.state,
         slot(record.images.get(halyard_protocol::Slot::A)),
         slot(record.images.get(halyard_protocol::Slot::B)),
