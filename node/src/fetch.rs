@@ -50,6 +50,13 @@ pub enum FetchError {
         /// The limit.
         max: u64,
     },
+    /// The agent is stopping (SIGTERM): the download pauses at its durable offset and resumes on
+    /// the next start. Not a failure.
+    #[error("fetching {url}: interrupted, the agent is stopping")]
+    Interrupted {
+        /// The URL.
+        url: String,
+    },
     /// Reading or writing failed (transient: the caller may retry).
     #[error("fetching {url}: {source}")]
     Io {
@@ -145,5 +152,37 @@ impl Fetcher for DirFetcher {
             )));
         }
         Ok(())
+    }
+}
+
+/// A fetcher that stops handing out ranges once `stop` is set ([`FetchError::Interrupted`]), so a
+/// long download ends at a chunk boundary when the agent is asked to stop.
+#[derive(Debug)]
+pub struct Interruptible<F> {
+    inner: F,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<F: Fetcher> Interruptible<F> {
+    /// `inner`, interrupted by `stop`.
+    pub fn new(inner: F, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self { inner, stop }
+    }
+}
+
+impl<F: Fetcher> Fetcher for Interruptible<F> {
+    fn fetch_range(&mut self, url: &str, range: Range<u64>, out: &mut dyn Write) -> Result<(), FetchError> {
+        if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(FetchError::Interrupted { url: url.to_owned() });
+        }
+        self.inner.fetch_range(url, range, out)
+    }
+
+    fn validator(&self, url: &str) -> Option<Validator> {
+        self.inner.validator(url)
+    }
+
+    fn remember_validator(&mut self, url: &str, validator: Validator) {
+        self.inner.remember_validator(url, validator);
     }
 }

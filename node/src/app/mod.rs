@@ -9,7 +9,8 @@ pub mod setup;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use halyard_protocol::{Artifact, DesiredAction, EnvelopeError, Sha256};
 
@@ -17,7 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::driver::{Driver, DriverError, Halt, Hardware};
 use crate::faults::NoCrash;
-use crate::fetch::DirFetcher;
+use crate::fetch::{DirFetcher, Interruptible};
 use crate::identity::{Identity, IdentityError, SeqCounter};
 use crate::journal::{Journal, JournalError};
 use crate::transport::api::ServerApi;
@@ -81,8 +82,30 @@ pub enum AppError {
 }
 
 /// Run the agent on this machine until it reboots it or `stop` is set. A device with an enrollment
-/// token and no enrollment record enrolls first (retrying while the server is unreachable).
+/// token and no enrollment record enrolls first (retrying while the server is unreachable). A
+/// download in progress when `stop` is set pauses at its next chunk boundary (journaled; the next
+/// start resumes it); an install in progress runs to its end first.
 pub fn run(settings: &Settings, stop: &AtomicBool) -> Result<Halt, AppError> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Mirrors `stop` into a flag the download can own (the fetcher outlives this borrow).
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) {
+                    interrupt.store(true, Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let halt = run_agent(settings, stop, interrupt.clone());
+        done.store(true, Ordering::SeqCst);
+        halt
+    })
+}
+
+fn run_agent(settings: &Settings, stop: &AtomicBool, interrupt: Arc<AtomicBool>) -> Result<Halt, AppError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     create_data_dir(settings)?;
     let identity = Identity::load_or_create(&settings.data_dir, &NoCrash)?;
@@ -101,7 +124,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool) -> Result<Halt, AppError> {
     }
     let driver_settings = setup::driver_settings(settings, clock.now())?;
     let hardware = setup::linux_hardware(settings)?;
-    let fetcher = Box::new(HttpFetcher::new(&settings.http)?);
+    let fetcher = Box::new(Interruptible::new(HttpFetcher::new(&settings.http)?, interrupt));
     let (mut driver, _) = Driver::start(
         driver_settings,
         hardware,

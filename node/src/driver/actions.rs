@@ -125,6 +125,11 @@ impl Driver {
                     saved = None;
                     continue;
                 }
+                // Stay in Downloading at the journaled offset: the next start resumes from it.
+                Err(FetchError::Interrupted { url }) => {
+                    tracing::info!(%url, offset, "download paused, the agent is stopping");
+                    return Ok(());
+                }
                 Err(e) => {
                     self.queue.push_back(Event::DownloadFailed {
                         reason: e.to_string(),

@@ -13,6 +13,7 @@ struct State {
     sent: u64,
     cut_after: Option<u64>,
     requests: Vec<String>,
+    delay: std::time::Duration,
 }
 
 /// The server; clones share it.
@@ -59,6 +60,11 @@ impl ArtifactServer {
         s.cut_after = Some(s.sent + n);
     }
 
+    /// Wait this long before answering each request (a slow link).
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
     pub fn bytes_sent(&self) -> u64 {
         self.state.lock().unwrap().sent
     }
@@ -91,6 +97,8 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
 }
 
 fn respond(mut stream: TcpStream, state: &Mutex<State>, name: &str, headers: &HashMap<String, String>) {
+    let delay = state.lock().unwrap().delay;
+    std::thread::sleep(delay);
     let mut s = state.lock().unwrap();
     let Some((bytes, etag)) = s.files.get(name).cloned() else {
         s.requests.push(format!("{name} -> 404"));
