@@ -16,6 +16,7 @@ pub mod api;
 pub mod app;
 pub mod broker;
 pub mod clock;
+pub mod ctl;
 pub mod desired;
 pub mod engine;
 pub mod ingest;
