@@ -1,4 +1,14 @@
 //! Halyard fleet simulator (`halyard-sim`): the real agent over fake hardware against the real server.
 //!
-//! Planned module map (issue 6): `device` (agent + fakes), `scenario` (TOML), `faults`, `clock`
-//! (virtual and real time), `report` (text, JSON, chart), `demo`.
+//! Module map:
+//! - [`fleet`]: the simulated fleet's keys, trust root, release images and signed bundles.
+//! - [`device`]: one simulated device (real agent + `hardware` fakes) and how releases behave on it.
+//! - [`control`]: a blocking client for the server's HTTP API.
+//! - [`harness`]: an in-process server and a fleet of devices against it.
+//!
+//! Still to come (issue 6): scenario files, fault injection at scale, virtual time, reports, the demo.
+
+pub mod control;
+pub mod device;
+pub mod fleet;
+pub mod harness;

@@ -1,0 +1,145 @@
+//! A small blocking client for the server's HTTP API, as the simulator (and its tests) drive it:
+//! trust root, releases, sites, enrollment tokens, device enrollment, rollouts.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// An API call failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{method} {path}: {reason}")]
+pub struct ControlError {
+    pub method: &'static str,
+    pub path: String,
+    pub reason: String,
+}
+
+/// The operator API with one bearer token.
+#[derive(Debug, Clone)]
+pub struct Control {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Control {
+    pub fn new(base: &str, token: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            agent: config.into(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ControlError> {
+        let err = |reason: String| ControlError {
+            method,
+            path: path.to_owned(),
+            reason,
+        };
+        let mut resp = resp.map_err(|e| err(e.to_string()))?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().map_err(|e| err(e.to_string()))?;
+        if !status.is_success() {
+            return Err(err(format!("{status}: {text}")));
+        }
+        let text = if text.is_empty() { "null" } else { text.as_str() };
+        serde_json::from_str(text).map_err(|e| err(format!("bad JSON answer: {e}")))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ControlError> {
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        self.finish("GET", path, resp)
+    }
+
+    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ControlError> {
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes());
+        self.finish("POST", path, resp)
+    }
+
+    pub fn put_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ControlError> {
+        let resp = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes());
+        self.finish("PUT", path, resp)
+    }
+
+    pub fn put_bytes<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, ControlError> {
+        let resp = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send(body);
+        self.finish("PUT", path, resp)
+    }
+
+    pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, ControlError> {
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/octet-stream")
+            .send(body);
+        self.finish("POST", path, resp)
+    }
+
+    /// A one-time enrollment token for `site`.
+    pub fn enroll_token(&self, site: Option<&str>, tags: &[String]) -> Result<String, ControlError> {
+        let v: Value = self.post(
+            "/api/v1/enroll-tokens",
+            &serde_json::json!({"site": site, "tags": tags}),
+        )?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ControlError {
+                method: "POST",
+                path: "/api/v1/enroll-tokens".into(),
+                reason: "no token in answer".into(),
+            })
+    }
+
+    /// Device-side enrollment (no bearer token): returns (device id, server key PEM, broker URL).
+    pub fn enroll_device(
+        &self,
+        token: &str,
+        public_key_b64: &str,
+        hardware_class: &str,
+    ) -> Result<(String, String, String), ControlError> {
+        let body = serde_json::json!({"token": token, "public_key": public_key_b64, "product": crate::fleet::PRODUCT, "hardware_class": hardware_class, "agent_version": env!("CARGO_PKG_VERSION")});
+        let resp = self
+            .agent
+            .post(format!("{}/v1/enroll", self.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes());
+        let v: Value = self.finish("POST", "/v1/enroll", resp)?;
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        Ok((field("device_id"), field("server_key"), field("broker")))
+    }
+}

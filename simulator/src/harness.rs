@@ -1,0 +1,297 @@
+//! Runs a real `halyard-server` in this process (its own tokio runtime on a thread, port 0, a temp or
+//! given data directory) and a fleet of [`SimDevice`]s against it: the building block of scenarios,
+//! the demo and the end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use halyard_node::config::MqttSettings;
+use halyard_server::settings::{BrokerSettings, Settings};
+use serde_json::Value;
+
+use crate::control::Control;
+use crate::device::{Behavior, DeviceError, DeviceSpec, SimDevice};
+use crate::fleet::{self, Fleet};
+
+/// Something in the harness failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("server: {0}")]
+    Server(String),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+}
+
+/// A server running in this process.
+#[derive(Debug)]
+pub struct ServerHandle {
+    pub http: SocketAddr,
+    pub broker: String,
+    pub admin_token: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Starts a server on 127.0.0.1:0 with `settings`.
+    pub fn start(settings: Settings) -> Result<Self, HarnessError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let data_dir = settings.data_dir.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(tx.send(Err(e.to_string()))),
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                    Ok(l) => l,
+                    Err(e) => return drop(tx.send(Err(e.to_string()))),
+                };
+                let ready = tx.clone();
+                let shutdown = async move {
+                    let _ = stop_rx.await;
+                };
+                if let Err(e) = halyard_server::server::run(listener, shutdown, settings, move |s| {
+                    drop(ready.send(Ok(s)))
+                })
+                .await
+                {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            });
+        });
+        let started = rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|e| HarnessError::Server(e.to_string()))?
+            .map_err(HarnessError::Server)?;
+        let token = std::fs::read_to_string(halyard_server::server::admin_token_path(&data_dir))
+            .map_err(|e| HarnessError::Server(e.to_string()))?;
+        Ok(Self {
+            http: started.http,
+            broker: started.broker,
+            admin_token: token.trim().to_owned(),
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn control(&self) -> Control {
+        Control::new(&self.url(), &self.admin_token)
+    }
+
+    /// Graceful stop (the HTTP server drains; background tasks end).
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Settings for a test or demo server in `dir` with the embedded broker on a free port.
+pub fn embedded_settings(dir: &Path) -> Settings {
+    let mut s = Settings::new(
+        dir,
+        BrokerSettings::Embedded {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        },
+    );
+    s.tick = Duration::from_millis(200);
+    s
+}
+
+/// One group of identical devices.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub site: String,
+    pub hardware_class: String,
+    pub count: usize,
+    pub behaviors: Vec<(String, Behavior)>,
+}
+
+/// Devices, their threads and the fleet's release material.
+#[derive(Debug)]
+pub struct Fleetline {
+    pub fleet: Fleet,
+    pub control: Control,
+    pub devices: Vec<SimDevice>,
+    threads: Vec<JoinHandle<Result<(), DeviceError>>>,
+    stop: Arc<AtomicBool>,
+    dir: PathBuf,
+    image_len: usize,
+    health: std::net::TcpListener,
+    refused: SocketAddr,
+}
+
+fn refused_addr() -> Result<SocketAddr, HarnessError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::Server(e.to_string()))?;
+    l.local_addr().map_err(|e| HarnessError::Server(e.to_string()))
+}
+
+impl Fleetline {
+    /// Installs the fleet's trust root on the server and uploads the factory release.
+    pub fn new(
+        control: Control,
+        dir: &Path,
+        image_len: usize,
+        factory_version: &str,
+    ) -> Result<Self, HarnessError> {
+        let fleet = Fleet::new(7)?;
+        let _: Value = control.put_bytes("/api/v1/trust-root", fleet.root_json())?;
+        let health =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::Server(e.to_string()))?;
+        let me = Self {
+            fleet,
+            control,
+            devices: Vec::new(),
+            threads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            dir: dir.to_path_buf(),
+            image_len,
+            health,
+            refused: refused_addr()?,
+        };
+        me.upload(factory_version, 1)?;
+        Ok(me)
+    }
+
+    /// Builds, signs and uploads release `version`.
+    pub fn upload(&self, version: &str, security_version: u64) -> Result<Value, HarnessError> {
+        let bundle =
+            self.fleet
+                .full_bundle(version, security_version, &fleet::image(version, self.image_len))?;
+        Ok(self.control.post_bytes("/api/v1/releases", &bundle)?)
+    }
+
+    /// Creates, enrolls and starts the devices of `group`, all on `factory_version`.
+    pub fn add(&mut self, group: &Group, factory_version: &str) -> Result<(), HarnessError> {
+        let healthy = self
+            .health
+            .local_addr()
+            .map_err(|e| HarnessError::Server(e.to_string()))?;
+        for i in 0..group.count {
+            let name = format!("{}-{}-{}", group.site, group.hardware_class, i);
+            let spec = DeviceSpec {
+                name: name.clone(),
+                hardware_class: group.hardware_class.clone(),
+                data_dir: self.dir.join("devices").join(&name),
+                slot_size: self.image_len + 4096,
+                factory_version: factory_version.to_owned(),
+                factory_image: fleet::image(factory_version, self.image_len),
+                root: self.fleet.trusted_root()?,
+                behaviors: group.behaviors.clone(),
+                stability_window: Duration::from_secs(2),
+                health_interval: Duration::from_millis(250),
+                healthy_addr: healthy,
+                unhealthy_addr: self.refused,
+            };
+            let device = SimDevice::new(spec)?;
+            let token = self.control.enroll_token(Some(&group.site), &[])?;
+            let (_, server_pem, broker) =
+                self.control
+                    .enroll_device(&token, &device.public_key_b64(), &group.hardware_class)?;
+            let key = server_key(&server_pem)?;
+            let mqtt = mqtt_settings(&broker)?;
+            self.threads
+                .push(device.clone().spawn(mqtt, key, self.stop.clone()));
+            self.devices.push(device);
+        }
+        Ok(())
+    }
+
+    /// Polls `check` every 200 ms until it returns `Some` or `timeout` passes.
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Control) -> Result<Option<T>, HarnessError>,
+    ) -> Result<T, HarnessError> {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check(&self.control)? {
+                return Ok(v);
+            }
+            if start.elapsed() > timeout {
+                return Err(HarnessError::Timeout {
+                    what: what.to_owned(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops every device thread and returns their results.
+    pub fn shutdown(&mut self) -> Vec<Result<(), DeviceError>> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.threads
+            .drain(..)
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(DeviceError::Setup {
+                        name: "thread".into(),
+                        what: "join",
+                        reason: "panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Fleetline {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn server_key(pem: &str) -> Result<ed25519_dalek::VerifyingKey, HarnessError> {
+    let key = halyard_ota::keys::PublicKey::from_pem(pem).map_err(|e| HarnessError::Server(e.to_string()))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&key.to_raw()).map_err(|e| HarnessError::Server(e.to_string()))
+}
+
+/// Agent MQTT settings for a broker URL, with test-friendly timers.
+pub fn mqtt_settings(url: &str) -> Result<MqttSettings, HarnessError> {
+    let (host, port) =
+        halyard_server::mqtt::parse_url(url).map_err(|e| HarnessError::Server(e.to_string()))?;
+    Ok(MqttSettings {
+        host,
+        port,
+        tls_ca: None,
+        keep_alive: Duration::from_secs(30),
+        tick: Duration::from_millis(100),
+        reconnect_min: Duration::from_millis(100),
+        reconnect_max: Duration::from_secs(2),
+    })
+}
