@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -74,6 +74,10 @@ impl Server {
     }
 
     fn ctl_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        self.command(token, args).output().expect("halyardctl runs")
+    }
+
+    fn command(&self, token: Option<&str>, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_halyardctl"));
         cmd.args(args)
             .env("HALYARD_SERVER", &self.url)
@@ -81,7 +85,7 @@ impl Server {
         if let Some(token) = token {
             cmd.env("HALYARD_TOKEN", token);
         }
-        cmd.output().expect("halyardctl runs")
+        cmd
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -401,8 +405,15 @@ fn releases_and_rollouts() {
     );
 }
 
-/// pause → resume → abort; watch returns at once on the final status and prints the decisions.
+/// pause → resume → abort while `rollouts watch` follows live; watch prints each decision once and
+/// returns when the rollout is final.
 fn rollout_commands(server: &Server, id: &str) {
+    let watch = server
+        .command(Some(&server.admin), &["rollouts", "watch", id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("watch starts");
     let status = |out: Output| ok_json(out)["status"].as_str().unwrap_or_default().to_owned();
     assert_eq!(status(server.ctl(&["--json", "rollouts", "pause", id])), "paused");
     let err = fails(server.ctl(&["rollouts", "pause", id]), 1);
@@ -415,19 +426,34 @@ fn rollout_commands(server: &Server, id: &str) {
         ok(server.ctl(&["rollouts", "abort", id])),
         format!("rollout {id} is aborted\n")
     );
-    let watched = ok(server.ctl(&["rollouts", "watch", id]));
+
+    let watched = ok(wait_at_most(watch, Duration::from_secs(30)));
     assert!(
         watched.ends_with(&format!("rollout {id} is aborted\n")),
         "{watched}"
     );
-    for kind in ["paused", "resumed", "aborted"] {
-        assert!(
-            watched.contains(&format!("  {kind}  ")),
-            "{kind} missing from {watched}"
-        );
+    for kind in ["planned", "paused", "resumed", "aborted"] {
+        let lines = watched
+            .lines()
+            .filter(|l| l.contains(&format!("  {kind}  ")))
+            .count();
+        assert_eq!(lines, 1, "{kind} should be printed once: {watched}");
     }
     let shown = ok(server.ctl(&["rollouts", "show", id]));
     assert!(shown.contains("status:   aborted"), "{shown}");
+}
+
+/// Waits for a child, killing it after `limit`.
+fn wait_at_most(mut child: std::process::Child, limit: Duration) -> Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("halyardctl rollouts watch did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("watch output")
 }
 
 /// Enrolls a device the way an agent does (`POST /v1/enroll` with a one-time token).

@@ -95,6 +95,9 @@ pub fn render_fleet(value: &Value) -> Result<String, CtlError> {
         ("SITE", &f.by_site),
         ("HARDWARE CLASS", &f.by_hardware_class),
     ] {
+        if counts.is_empty() {
+            continue;
+        }
         let mut table = Table::new(&[title, "DEVICES"]);
         for (key, n) in counts {
             table.row(vec![key.clone(), n.to_string()]);
@@ -148,5 +151,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dev-9        2.0.0    health"), "{text}");
+        assert!(!text.contains("SITE"), "empty breakdowns are left out: {text}");
     }
 }
