@@ -145,7 +145,16 @@ fn fails(out: Output, code: i32) -> String {
 #[test]
 fn tokens_sites_enroll_tokens_and_errors() {
     let server = Server::start();
+    let (operator, operator_id) = operator_token(&server);
+    roles_are_enforced(&server, &operator);
+    sites(&server, &operator);
+    enroll_tokens(&server);
+    summaries(&server);
+    revoke_and_unreachable(&server, &operator, &operator_id);
+}
 
+/// Creates an operator token; returns its secret and id.
+fn operator_token(server: &Server) -> (String, String) {
     let created = ok_json(server.ctl(&["--json", "tokens", "create", "--name", "ci", "--role", "operator"]));
     let operator = created["token"].as_str().expect("token secret").to_owned();
     let operator_id = created["info"]["id"].as_str().expect("token id").to_owned();
@@ -156,16 +165,21 @@ fn tokens_sites_enroll_tokens_and_errors() {
         listed.contains("ci") && listed.contains("operator") && listed.contains("admin"),
         "{listed}"
     );
+    (operator, operator_id)
+}
 
-    // Roles and authentication: refused by the server → exit 1 with its error text.
-    let err = fails(server.ctl_as(Some(&operator), &["tokens", "list"]), 1);
+/// Roles and authentication: refused by the server → exit 1 with its error text.
+fn roles_are_enforced(server: &Server, operator: &str) {
+    let err = fails(server.ctl_as(Some(operator), &["tokens", "list"]), 1);
     assert!(err.contains("403"), "{err}");
     let err = fails(server.ctl_as(None, &["sites", "list"]), 1);
     assert!(err.contains("401"), "{err}");
+}
 
-    // Sites: set with windows, list as table and JSON, delete.
+/// Sites: set with windows, list as table and JSON, delete.
+fn sites(server: &Server, operator: &str) {
     ok(server.ctl_as(
-        Some(&operator),
+        Some(operator),
         &[
             "sites",
             "set",
@@ -209,13 +223,15 @@ fn tokens_sites_enroll_tokens_and_errors() {
         ]),
         2,
     );
-    ok(server.ctl_as(Some(&operator), &["sites", "delete", "store-042"]));
+    ok(server.ctl_as(Some(operator), &["sites", "delete", "store-042"]));
     assert_eq!(
         ok_json(server.ctl(&["--json", "sites", "list"])),
         serde_json::json!([])
     );
+}
 
-    // Enrollment tokens.
+/// Enrollment tokens.
+fn enroll_tokens(server: &Server) {
     let enroll = ok_json(server.ctl(&[
         "enroll-tokens",
         "create",
@@ -236,16 +252,20 @@ fn tokens_sites_enroll_tokens_and_errors() {
         listed.lines().any(|l| l.starts_with(id) && l.contains("beta")),
         "{listed}"
     );
+}
 
-    // Fleet, devices, audit.
+/// Fleet, devices, audit.
+fn summaries(server: &Server) {
     assert!(ok(server.ctl(&["fleet"])).starts_with("devices: 0\n"));
     assert!(ok(server.ctl(&["devices", "list"])).contains("0 device(s)"));
     let audit = ok_json(server.ctl(&["audit", "--limit", "50", "--json"]));
     assert!(audit.as_array().is_some_and(|a| a.len() >= 4), "{audit}");
+}
 
-    // Revoking a token locks it out.
-    ok(server.ctl(&["tokens", "revoke", &operator_id]));
-    let err = fails(server.ctl_as(Some(&operator), &["sites", "list"]), 1);
+/// Revoking a token locks it out; a server nobody listens on exits with 3.
+fn revoke_and_unreachable(server: &Server, operator: &str, operator_id: &str) {
+    ok(server.ctl(&["tokens", "revoke", operator_id]));
+    let err = fails(server.ctl_as(Some(operator), &["sites", "list"]), 1);
     assert!(err.contains("401"), "{err}");
 
     // Nobody listening → exit 3.
@@ -315,6 +335,23 @@ failure_budget = { percent = 10 }
 #[test]
 fn releases_and_rollouts() {
     let server = Server::start();
+    releases(&server);
+    let device = devices(&server);
+    let policy = server.path("rollout.toml");
+    std::fs::write(&policy, POLICY).expect("policy file");
+    let policy = policy.to_str().expect("utf-8 path");
+    quarantine(&server, policy);
+    let id = create_rollout(&server, policy);
+    rollout_commands(&server, &id);
+    let device_view = ok(server.ctl(&["devices", "show", &device]));
+    assert!(
+        device_view.contains("hardware class: pos-x86") && device_view.contains("History:"),
+        "{device_view}"
+    );
+}
+
+/// Trust root and uploads: refused without a root, accepted once, refused twice or forged.
+fn releases(server: &Server) {
     let (root, bundle) = release_material(server.dir.path(), "2.0.0", 8);
     let (_, forged) = release_material(server.dir.path(), "3.0.0", 9);
     let root = root.to_str().expect("utf-8 path");
@@ -339,9 +376,11 @@ fn releases_and_rollouts() {
         releases.lines().nth(1).is_some_and(|l| l.starts_with("2.0.0")),
         "{releases}"
     );
+}
 
-    // A device for the rollout to target; label it and see it listed.
-    let device = enroll_device(&server, "pos-x86");
+/// A device for the rollout to target; label it and see it listed. Returns its id.
+fn devices(server: &Server) -> String {
+    let device = enroll_device(server, "pos-x86");
     let listed = ok(server.ctl(&["devices", "list", "--selector", "hw=pos-x86,site=store-1"]));
     assert!(
         listed.contains(&device) && listed.contains("1 device(s)"),
@@ -353,11 +392,11 @@ fn releases_and_rollouts() {
     let empty = ok(server.ctl(&["devices", "list", "--selector", "site=store-1"]));
     assert!(empty.contains("0 device(s)"), "{empty}");
     assert!(ok(server.ctl(&["fleet"])).starts_with("devices: 1\n"));
+    device
+}
 
-    // Quarantine blocks a rollout unless overridden.
-    let policy = server.path("rollout.toml");
-    std::fs::write(&policy, POLICY).expect("policy file");
-    let policy = policy.to_str().expect("utf-8 path");
+/// Quarantine blocks a rollout unless overridden.
+fn quarantine(server: &Server, policy: &str) {
     ok(server.ctl(&[
         "releases",
         "quarantine",
@@ -372,8 +411,10 @@ fn releases_and_rollouts() {
     assert!(err.contains("409"), "{err}");
     ok(server.ctl(&["releases", "unquarantine", "2.0.0", "--hw", "pos-x86"]));
     assert!(!ok(server.ctl(&["releases", "list"])).contains("bad on x86"));
+}
 
-    // A policy the engine would refuse never leaves the machine.
+/// A policy the engine would refuse never leaves the machine. Then creates the rollout and returns its id.
+fn create_rollout(server: &Server, policy: &str) -> String {
     let bad = server.path("bad.toml");
     std::fs::write(&bad, POLICY.replace("percent = 50", "percent = 0")).expect("bad policy");
     fails(
@@ -397,12 +438,7 @@ fn releases_and_rollouts() {
         "{shown}"
     );
 
-    rollout_commands(&server, &id);
-    let device_view = ok(server.ctl(&["devices", "show", &device]));
-    assert!(
-        device_view.contains("hardware class: pos-x86") && device_view.contains("History:"),
-        "{device_view}"
-    );
+    id
 }
 
 /// pause → resume → abort while `rollouts watch` follows live; watch prints each decision once and

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
+use ureq::http::request::Builder as RequestBuilder;
 use ureq::http::{Method, Request};
 use ureq::{Agent, SendBody};
 
@@ -80,7 +81,7 @@ impl CtlError {
 }
 
 /// A connection to one server with one token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     agent: Agent,
     base: String,
@@ -139,42 +140,16 @@ impl Client {
         content: Option<(&str, u64)>,
         body: SendBody<'_>,
     ) -> Result<Value, CtlError> {
-        // Large streamed bodies ask for `100 Continue` first, so a server that refuses the request
-        // before reading the body (no trust root, no permission) answers with its error instead of
-        // closing the connection in the middle of the upload.
-        let expect = content.is_some_and(|(_, len)| len > EXPECT_CONTINUE_ABOVE);
-        self.call_with(method, path, content, expect, body)
-    }
-
-    fn call_with(
-        &self,
-        method: Method,
-        path: &str,
-        content: Option<(&str, u64)>,
-        expect_continue: bool,
-        body: SendBody<'_>,
-    ) -> Result<Value, CtlError> {
         let url = format!("{}{}", self.base, path);
-        let mut request = Request::builder().method(method.clone()).uri(&url);
-        if let Some(token) = &self.token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        if let Some((content_type, len)) = content {
-            request = request
-                .header("content-type", content_type)
-                .header("content-length", len);
-        }
-        if expect_continue {
-            request = request.header("expect", "100-continue");
-        }
+        let request = self
+            .headers(Request::builder().method(method.clone()).uri(&url), content)
+            .body(body)
+            .map_err(|e| CtlError::Usage(format!("invalid request URL {url}: {e}")))?;
         let bad = |why: String| CtlError::BadAnswer {
             method: method.clone(),
             path: path.to_owned(),
             why,
         };
-        let request = request
-            .body(body)
-            .map_err(|e| CtlError::Usage(format!("invalid request URL {url}: {e}")))?;
         let mut response = self.agent.run(request).map_err(|source| match source {
             ureq::Error::Io(_)
             | ureq::Error::ConnectionFailed
@@ -192,16 +167,62 @@ impl Client {
             .limit(MAX_ANSWER)
             .read_to_string()
             .map_err(|e| bad(format!("reading the body: {e}")))?;
-        if (200..300).contains(&status) {
-            parse_answer(&text).map_err(bad)
-        } else {
-            Err(CtlError::Refused {
-                method,
+        answer(status, &text).map_err(|e| match e {
+            Answer::Refused(message) => CtlError::Refused {
+                method: method.clone(),
                 path: path.to_owned(),
                 status,
-                message: error_message(&text),
-            })
+                message,
+            },
+            Answer::NotJson(why) => bad(why),
+        })
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Bearer token, content type and length, and `Expect: 100-continue` for large bodies: a
+    /// server that refuses the request before reading the body (no trust root, no permission)
+    /// then answers with its error instead of closing the connection in the middle of an upload.
+    fn headers(&self, mut request: RequestBuilder, content: Option<(&str, u64)>) -> RequestBuilder {
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
         }
+        if let Some((content_type, len)) = content {
+            request = request
+                .header("content-type", content_type)
+                .header("content-length", len);
+            if len > EXPECT_CONTINUE_ABOVE {
+                request = request.header("expect", "100-continue");
+            }
+        }
+        request
+    }
+}
+
+/// Why an answer is not a success.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// An error status with the server's error text.
+    Refused(String),
+    /// A success status whose body is not JSON.
+    NotJson(String),
+}
+
+/// Reads an HTTP answer as the contract defines it.
+fn answer(status: u16, text: &str) -> Result<Value, Answer> {
+    if (200..300).contains(&status) {
+        parse_answer(text).map_err(Answer::NotJson)
+    } else {
+        Err(Answer::Refused(error_message(text)))
     }
 }
 
@@ -261,6 +282,17 @@ mod tests {
     }
 
     #[test]
+    fn status_decides_between_answer_and_refusal() {
+        assert_eq!(answer(201, r#"{"id":"r1"}"#), Ok(serde_json::json!({"id": "r1"})));
+        assert_eq!(answer(204, ""), Ok(Value::Null));
+        assert_eq!(
+            answer(409, r#"{"error":"release 2.0.0 is quarantined"}"#),
+            Err(Answer::Refused("release 2.0.0 is quarantined".into()))
+        );
+        assert!(matches!(answer(200, "<html>"), Err(Answer::NotJson(_))));
+    }
+
+    #[test]
     fn empty_success_body_is_null() {
         assert_eq!(parse_answer(""), Ok(Value::Null));
         assert_eq!(parse_answer("[1]"), Ok(serde_json::json!([1])));
@@ -272,6 +304,16 @@ mod tests {
         assert_eq!(segment("2.0.0-rc.1+b7"), "2.0.0-rc.1%2Bb7");
         assert_eq!(segment("store 42/a"), "store%2042%2Fa");
         assert_eq!(query_value("hw=pos-x86,site=s1"), "hw%3Dpos-x86%2Csite%3Ds1");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let client = Client::new("http://127.0.0.1:8080/", Some("hly_secret".into()));
+        let text = format!("{client:?}");
+        assert!(
+            text.contains("http://127.0.0.1:8080\"") && !text.contains("hly_secret"),
+            "{text}"
+        );
     }
 
     #[test]

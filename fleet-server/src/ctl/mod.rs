@@ -44,7 +44,7 @@ Exit codes:
   3  cannot reach the server";
 
 /// Operate a Halyard fleet server: devices, sites, releases, rollouts, tokens.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "halyardctl", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Server base URL [env: HALYARD_SERVER] [default: http://127.0.0.1:8080]
@@ -58,6 +58,17 @@ pub struct Cli {
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("json", &self.json)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 /// Command groups.
