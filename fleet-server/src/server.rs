@@ -70,6 +70,20 @@ fn ensure_admin_token(store: &dyn Store, dir: &Path, now: i64) -> Result<(), Ser
     Ok(())
 }
 
+/// The admin token, creating the data directory, store and token first if this is a fresh directory.
+pub fn admin_token(data_dir: &Path) -> Result<String, ServerError> {
+    let path = admin_token_path(data_dir);
+    if !path.exists() {
+        let settings = Settings::new(data_dir, BrokerSettings::External { url: String::new() });
+        open_data_dir(&settings)?;
+    }
+    let token = std::fs::read_to_string(&path).map_err(|source| ServerError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(token.trim().to_owned())
+}
+
 fn open_data_dir(settings: &Settings) -> Result<(Arc<dyn Store>, std::path::PathBuf), ServerError> {
     let dir = &settings.data_dir;
     let artifacts = dir.join("artifacts");

@@ -98,14 +98,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     if args.print_admin_token {
-        let path = server::admin_token_path(&args.data_dir);
-        let token = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (has the server started once with this --data-dir?)",
-                path.display()
-            )
-        })?;
-        println!("{}", token.trim());
+        let token = server::admin_token(&args.data_dir)
+            .with_context(|| format!("admin token in {}", args.data_dir.display()))?;
+        println!("{token}");
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(args.http)
