@@ -477,6 +477,21 @@ fn rollout_commands(server: &Server, id: &str) {
     }
     let shown = ok(server.ctl(&["rollouts", "show", id]));
     assert!(shown.contains("status:   aborted"), "{shown}");
+
+    // --json: one JSON decision per line, then the final rollout.
+    let lines = ok(server.ctl(&["--json", "rollouts", "watch", id]));
+    let values: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (last, decisions) = values.split_last().expect("some output");
+    assert_eq!(last["status"], "aborted", "{lines}");
+    assert!(
+        decisions
+            .iter()
+            .all(|d| d["kind"].is_string() && d["rollout"] == id),
+        "{lines}"
+    );
 }
 
 /// Waits for a child, killing it after `limit`.
@@ -525,24 +540,26 @@ fn openapi_routes_exist_on_the_server() {
         serde_json::from_str(&answer.body_mut().read_to_string().expect("body")).expect("JSON");
     let doc: Value = serde_json::from_str(include_str!("../src/api/openapi.json")).expect("openapi.json");
     assert_eq!(served, doc, "the server serves the file it embeds");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("operations") {
             let planned = op["summary"].as_str().is_some_and(|s| s.contains("planned"));
             if planned {
                 continue;
             }
-            let (status, body) = probe(&agent, &server, method, path);
+            let (status, body) = probe(&server, method, path);
             assert_ne!(status, 405, "{method} {path} is not routed for this method");
             assert!(status != 404 || !body.is_empty(), "{method} {path} is not routed");
         }
     }
 }
 
-fn probe(agent: &ureq::Agent, server: &Server, method: &str, path: &str) -> (u16, String) {
+/// One request on a fresh connection (a refused request may make the server close its connection,
+/// and a pooled one could then race that close).
+fn probe(server: &Server, method: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let concrete: String = path
         .split('/')
         .map(|s| if s.starts_with('{') { "x" } else { s })
@@ -554,7 +571,9 @@ fn probe(agent: &ureq::Agent, server: &Server, method: &str, path: &str) -> (u16
         .header("authorization", format!("Bearer {}", server.admin))
         .body(())
         .expect("request");
-    let mut response = agent.run(request).expect("server answers");
+    let mut response = agent
+        .run(request)
+        .unwrap_or_else(|e| panic!("{method} {concrete}: {e}"));
     let body = response.body_mut().read_to_string().unwrap_or_default();
     (response.status().as_u16(), body)
 }

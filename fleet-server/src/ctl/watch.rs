@@ -120,7 +120,7 @@ pub fn watch(ctx: &Ctx, id: &str, interval: Duration) -> Result<(), CtlError> {
     let mut seen = Seen::default();
     let mut bars = Bars::new(ctx.json);
     loop {
-        let answer = ctx.client.get(&path)?;
+        let answer = get_once_more_on_disconnect(ctx, &path, interval)?;
         let detail: RolloutDetail = decode(&answer, "rollout")?;
         for d in seen.fresh(&detail.decisions) {
             let line = if ctx.json {
@@ -138,6 +138,18 @@ pub fn watch(ctx: &Ctx, id: &str, interval: Duration) -> Result<(), CtlError> {
             return finish(ctx, &answer, &detail.rollout);
         }
         std::thread::sleep(interval);
+    }
+}
+
+/// A poll; a dropped connection (server restart, idle close) is retried once after `interval`
+/// before `watch` gives up.
+fn get_once_more_on_disconnect(ctx: &Ctx, path: &str, interval: Duration) -> Result<Value, CtlError> {
+    match ctx.client.get(path) {
+        Err(CtlError::Unreachable { .. }) => {
+            std::thread::sleep(interval);
+            ctx.client.get(path)
+        }
+        other => other,
     }
 }
 
