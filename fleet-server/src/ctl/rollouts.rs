@@ -64,7 +64,7 @@ pub enum RolloutsCmd {
     },
 }
 
-/// The rollout file: the `POST /api/v1/rollouts` body without `override_quarantine`.
+/// The rollout file: the `POST /api/v1/rollouts` body, field for field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutFile {
@@ -75,6 +75,9 @@ pub struct RolloutFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     pub policy: Policy,
+    /// Same as `--override-quarantine` (either one turns it on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub override_quarantine: bool,
 }
 
 /// Runs a `rollouts` subcommand.
@@ -138,7 +141,8 @@ pub fn parse_rollout_file(text: &str) -> Result<RolloutFile, String> {
 pub fn create_body(file: &RolloutFile, override_quarantine: bool) -> Result<Value, CtlError> {
     let mut body = serde_json::to_value(file).map_err(|e| CtlError::Usage(e.to_string()))?;
     if let Some(map) = body.as_object_mut() {
-        map.insert("override_quarantine".into(), Value::Bool(override_quarantine));
+        let wanted = override_quarantine || file.override_quarantine;
+        map.insert("override_quarantine".into(), Value::Bool(wanted));
     }
     Ok(body)
 }
@@ -265,6 +269,15 @@ failure_budget = { percent = 2 }
         assert_eq!(body["override_quarantine"], json!(true));
         assert_eq!(body["policy"]["waves"][0]["size"], json!({"percent": 5}));
         assert!(body.get("id").is_none());
+        let in_file = parse_rollout_file(&format!("override_quarantine = true\n{FILE}")).expect("valid");
+        assert_eq!(
+            create_body(&in_file, false).expect("serializes")["override_quarantine"],
+            json!(true)
+        );
+        assert_eq!(
+            create_body(&file, false).expect("serializes")["override_quarantine"],
+            json!(false)
+        );
     }
 
     #[test]
