@@ -2,6 +2,12 @@
 //! expiry, delta source), stream its payload (full copy or delta against the active slot) into the
 //! inactive slot, then read the slot back and check the target hash.
 //!
+//! A delta offer may also be a **server-side delta** (`docs/bundle-format.md`, "Server-side deltas"):
+//! the release's signed bundle header followed by an unsigned patch instead of the payload. The agent
+//! recognizes it by its verified manifest (a delta offer whose manifest has no delta payload), applies
+//! the patch to the active slot with `bundle::install_from_external_delta`, and accepts the image only
+//! when it equals the signed target of the manifest's full payload.
+//!
 //! `halyard_hardware::block::slot_writer::write_slot` pulls from a `Read`, while
 //! `halyard_ota::bundle::install_payload` pushes into a `Write`; [`SlotSink`] is the adapter (a
 //! buffered, bounds-checked sequential writer on a [`BlockDevice`]), and the read-back reuses the
@@ -9,20 +15,20 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use halyard_hardware::block::BlockDevice;
 use halyard_hardware::block::slot_writer::{DEFAULT_CHUNK, hash_prefix};
 use halyard_hardware::{BlockError, Slot};
-use halyard_ota::bundle::{self, BundleError, VerifyPolicy};
+use halyard_ota::bundle::{self, BundleError, InstallStats, VerifiedBundle, VerifyPolicy};
 use halyard_ota::delta::SourceRead;
 use halyard_ota::limits::Limits;
-use halyard_ota::manifest::PayloadKind;
+use halyard_ota::manifest::{Manifest, PayloadKind};
 use halyard_ota::root::TrustedRoot;
 use halyard_protocol::Sha256;
 
-use crate::fsm::Image;
+use crate::fsm::{Image, PayloadChoice};
 
 /// Why an install failed. All of them leave the target slot unbootable.
 #[derive(Debug, thiserror::Error)]
@@ -193,28 +199,28 @@ pub struct Request<'a> {
     pub target: (Slot, &'a mut dyn BlockDevice),
     /// The active slot's device and image length, for deltas.
     pub source: Option<(&'a mut dyn BlockDevice, u64)>,
+    /// What the artifact was offered as: a delta offer may be a server-side delta.
+    pub choice: PayloadChoice,
 }
 
-/// Verify the bundle and write its first payload's image into the target slot, then check it.
+/// Verify the bundle and write its image into the target slot, then check it.
 pub fn install(req: Request<'_>) -> Result<Installed, InstallError> {
     let file = File::open(req.bundle).map_err(|source| InstallError::Open {
         path: req.bundle.to_path_buf(),
         source,
     })?;
-    let mut verified = bundle::open(BufReader::new(file), req.root, &req.policy, req.limits)?;
+    let verified = bundle::open(BufReader::new(file), req.root, &req.policy, req.limits)?;
     let (version, security_version) = {
         let m = verified.manifest();
         (m.version.to_string(), m.security_version)
     };
     let (slot, target) = req.target;
     let source = req.source.map(|(dev, len)| SlotSource::new(dev, len));
-    let payload = verified.next_payload()?.ok_or(InstallError::NoPayload)?;
     let mut sink = SlotSink::new(target, slot);
-    let stats = bundle::install_payload(payload, source.as_ref(), &mut sink)?;
+    let stats = write_image(verified, req.choice, source.as_ref(), &mut sink)?;
     sink.finish()
         .map_err(|source| InstallError::Block { slot, source })?;
     drop(sink);
-    verified.finish()?;
     let expected = Sha256(stats.target_sha256.0);
     let actual = Sha256(
         hash_prefix(target, stats.target_bytes).map_err(|source| InstallError::Block { slot, source })?,
@@ -237,4 +243,42 @@ pub fn install(req: Request<'_>) -> Result<Installed, InstallError> {
         kind: stats.kind,
         payload_bytes: stats.payload_bytes,
     })
+}
+
+/// Whether a verified artifact offered as `choice` is a server-side delta: a delta offer whose signed
+/// manifest carries no delta payload (its bytes after the header are then a patch, not the payload).
+pub fn is_server_delta(choice: PayloadChoice, manifest: &Manifest) -> bool {
+    choice == PayloadChoice::Delta && manifest.payloads.iter().all(|p| p.kind == PayloadKind::Full)
+}
+
+/// Streams the verified artifact's image into `sink`: its first payload (full copy, or a signed delta
+/// against `source`), or for a server-side delta the patch after the header against `source`, checked
+/// against the first full payload's signed target.
+fn write_image<R: Read>(
+    mut verified: VerifiedBundle<R>,
+    choice: PayloadChoice,
+    source: Option<&SlotSource<'_>>,
+    sink: &mut SlotSink<'_>,
+) -> Result<InstallStats, InstallError> {
+    if !is_server_delta(choice, verified.manifest()) {
+        let payload = verified.next_payload()?.ok_or(InstallError::NoPayload)?;
+        let stats = bundle::install_payload(payload, source, &mut *sink)?;
+        verified.finish()?;
+        return Ok(stats);
+    }
+    let payload = verified
+        .manifest()
+        .payloads
+        .first()
+        .cloned()
+        .ok_or(InstallError::NoPayload)?;
+    let source = source.ok_or_else(|| BundleError::DeltaNeedsSource {
+        payload: payload.name.clone(),
+    })?;
+    let patch = verified.into_tail().ok_or(InstallError::NoPayload)?;
+    tracing::info!(payload = %payload.name, "installing a server-side delta against the active slot");
+    // `apply` refuses bytes after the patch's end marker, so the whole tail is accounted for.
+    Ok(bundle::install_from_external_delta(
+        &payload, source, patch, sink,
+    )?)
 }

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::{Driver, DriverError, Outgoing, hw_index, hw_slot, partial};
 use crate::durable;
 use crate::fetch::FetchError;
-use crate::fsm::{Action, Event, State};
+use crate::fsm::{Action, Event, PayloadChoice, State};
 use crate::health;
 use crate::install::{self, Request};
 
@@ -36,7 +36,7 @@ impl Driver {
             }
             Action::Download { artifact, from } => self.download(&artifact, from)?,
             Action::DiscardDownload => self.discard_download()?,
-            Action::Install { slot, .. } => self.install(slot)?,
+            Action::Install { slot, choice } => self.install(slot, choice)?,
             Action::MarkUnbootable(slot) => self.hw.boot.mark_unbootable(hw_slot(slot))?,
             Action::SetNext { slot, tries } => {
                 self.hw.boot.set_next(hw_slot(slot), tries)?;
@@ -179,7 +179,7 @@ impl Driver {
         }
     }
 
-    fn install(&mut self, slot: Slot) -> Result<(), DriverError> {
+    fn install(&mut self, slot: Slot, choice: PayloadChoice) -> Result<(), DriverError> {
         let source = self
             .record
             .images
@@ -209,6 +209,7 @@ impl Driver {
                     i.size,
                 )
             }),
+            choice,
         };
         let event = match install::install(request) {
             Ok(done) => Event::InstallDone {

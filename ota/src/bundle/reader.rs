@@ -152,6 +152,13 @@ impl<R: Read> VerifiedBundle<R> {
         &self.signers
     }
 
+    /// The input right after the verified header, for an artifact whose bytes after the signed header
+    /// are not this bundle's payloads but a patch producing one of them (a server-side delta,
+    /// `docs/bundle-format.md`). `None` once a payload has been started.
+    pub fn into_tail(self) -> Option<CountingReader<R>> {
+        (self.next == 0 && self.current.is_none()).then_some(self.input)
+    }
+
     /// The next payload's reader, after draining and verifying any unfinished previous one.
     pub fn next_payload(&mut self) -> Result<Option<PayloadReader<'_, R>>, BundleError> {
         self.finish_current()?;
