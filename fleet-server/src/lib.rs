@@ -17,6 +17,7 @@ pub mod app;
 pub mod broker;
 pub mod clock;
 pub mod ctl;
+pub mod deltas;
 pub mod desired;
 pub mod engine;
 pub mod ingest;

@@ -120,6 +120,7 @@ pub async fn upload(
             format!("bundle sha256 {sha}, {size} bytes"),
         )
         .await?;
+    crate::deltas::schedule(&app, &release.version);
     app.notify("release", &release.version);
     Ok((StatusCode::CREATED, Json(release)))
 }

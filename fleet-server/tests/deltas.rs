@@ -1,0 +1,244 @@
+//! Server-side deltas end to end: a real `halyard-server` (in-process, port 0, temp data directory)
+//! receives two signed releases, computes the delta between their images in the background, stores it
+//! content-addressed and records it; the artifact downloaded over `GET /v1/artifacts/{sha}` is the new
+//! release's signed header followed by a patch that turns the old image into exactly the new one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use halyard_ota::bundle::format::{BundleHeader, CountingReader};
+use halyard_ota::bundle::{self, VerifyPolicy};
+use halyard_ota::hash::Sha256Digest;
+use halyard_ota::keys::PrivateKey;
+use halyard_ota::limits::Limits;
+use halyard_ota::manifest::{Manifest, Payload};
+use halyard_ota::root::{RootFile, RootSigned, TrustedRoot};
+use halyard_server::model::Delta;
+use halyard_server::server::{self, Started};
+use halyard_server::settings::{BrokerSettings, Settings};
+use halyard_server::store::Store;
+use halyard_server::store::sqlite::SqliteStore;
+use time::macros::datetime;
+
+const PRODUCT: &str = "demo-box";
+
+struct Server {
+    url: String,
+    admin: String,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let (ready_tx, ready_rx) = mpsc::channel::<Started>();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let broker = BrokerSettings::Embedded {
+                    listen: "127.0.0.1:0".parse().expect("address"),
+                };
+                let shutdown = async move {
+                    let _ = stop_rx.await;
+                };
+                let on_start = move |s: Started| {
+                    let _ = ready_tx.send(s);
+                };
+                server::run(listener, shutdown, Settings::new(data, broker), on_start)
+                    .await
+                    .expect("server runs");
+            });
+        });
+        let started = ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server started");
+        let admin = std::fs::read_to_string(&started.admin_token_file).expect("admin token file");
+        Self {
+            url: format!("http://{}", started.http),
+            admin: admin.trim().to_owned(),
+            dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, body: &[u8]) -> serde_json::Value {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {}", self.admin);
+        let mut resp = match method {
+            "PUT" => ureq::put(&url).header("Authorization", &auth).send(body),
+            _ => ureq::post(&url).header("Authorization", &auth).send(body),
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        serde_json::from_slice(&resp.body_mut().read_to_vec().expect("body")).expect("JSON")
+    }
+
+    fn artifact(&self, sha256: &str) -> Vec<u8> {
+        let url = format!("{}/v1/artifacts/{sha256}", self.url);
+        let mut resp = ureq::get(&url).call().expect("artifact GET");
+        resp.body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .expect("artifact body")
+    }
+
+    /// Waits (bounded) until the background job has recorded `count` deltas towards `version`.
+    fn deltas(&self, version: &str, count: usize) -> Vec<Delta> {
+        let store = SqliteStore::open(&self.dir.path().join("data/halyard.db")).expect("store");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let found = store.deltas(version).expect("deltas");
+            if found.len() >= count || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn key(n: u8) -> PrivateKey {
+    PrivateKey::from_seed(&[n; 32])
+}
+
+fn root_json() -> Vec<u8> {
+    let signed = RootSigned::new(
+        datetime!(2031-01-01 00:00 UTC),
+        (&[key(1).public()], 1),
+        (&[key(10).public()], 1),
+    )
+    .unwrap();
+    let mut file = RootFile::unsigned(signed);
+    file.sign(&key(1));
+    file.to_json()
+}
+
+fn full_bundle(version: &str, image: &[u8]) -> Vec<u8> {
+    let payload = Payload::full(
+        "rootfs".parse().unwrap(),
+        image.len() as u64,
+        Sha256Digest::of(image),
+    );
+    let manifest = Manifest::new(
+        PRODUCT.parse().unwrap(),
+        version.parse().unwrap(),
+        1,
+        datetime!(2026-05-01 00:00 UTC),
+        vec![payload],
+    )
+    .unwrap();
+    let sigs = bundle::sign_manifest(&manifest, &[key(10)]);
+    let mut reader: &[u8] = image;
+    let mut sources: Vec<&mut dyn Read> = vec![&mut reader];
+    let mut out = Vec::new();
+    bundle::write_bundle(&mut out, &manifest, &sigs, &mut sources, &mut |_| {}).unwrap();
+    out
+}
+
+fn header_len(bundle: &[u8]) -> usize {
+    let mut r = CountingReader::new(bundle);
+    BundleHeader::read(&mut r, &Limits::DEFAULT).unwrap();
+    r.offset() as usize
+}
+
+/// The new release's image: the old one with a changed region and an appended tail.
+fn images() -> (Vec<u8>, Vec<u8>) {
+    let v1 = halyard_ota::fuzzing::pseudo_random_image(2 << 20, 7);
+    let mut v2 = v1.clone();
+    v2[100_000..104_000].fill(0xAB);
+    v2.extend_from_slice(&halyard_ota::fuzzing::pseudo_random_image(64 << 10, 9));
+    (v1, v2)
+}
+
+#[test]
+fn a_new_release_gets_a_delta_from_the_previous_image_that_rebuilds_it() {
+    let server = Server::start();
+    let _ = server.send("PUT", "/api/v1/trust-root", &root_json());
+    let (v1, v2) = images();
+    let (b1, b2) = (full_bundle("1.0.0", &v1), full_bundle("2.0.0", &v2));
+    let _ = server.send("POST", "/api/v1/releases", &b1);
+    let _ = server.send("POST", "/api/v1/releases", &b2);
+
+    let deltas = server.deltas("2.0.0", 1);
+    assert_eq!(deltas.len(), 1, "{deltas:?}");
+    let d = &deltas[0];
+    assert_eq!(d.source_sha256, Sha256Digest::of(&v1).to_hex());
+    let artifact = server.artifact(&d.artifact_sha256);
+    assert_eq!(artifact.len() as u64, d.size);
+    assert_eq!(Sha256Digest::of(&artifact).to_hex(), d.artifact_sha256);
+    eprintln!(
+        "image {} bytes, full bundle {} bytes, server-side delta {} bytes ({:.2} %)",
+        v2.len(),
+        b2.len(),
+        artifact.len(),
+        100.0 * artifact.len() as f64 / b2.len() as f64
+    );
+    assert!(
+        artifact.len() * 10 < b2.len(),
+        "delta {} vs full {}",
+        artifact.len(),
+        b2.len()
+    );
+
+    // The signed header is the release's own, byte for byte; a patch follows it.
+    let h = header_len(&b2);
+    assert_eq!(artifact[..h], b2[..h]);
+    assert_eq!(artifact[h..h + 8], halyard_ota::delta::MAGIC);
+
+    // What the agent does: verify the header, then apply the patch to the old image.
+    let root =
+        TrustedRoot::from_bytes(&root_json(), datetime!(2026-06-01 00:00 UTC), &Limits::DEFAULT).unwrap();
+    let policy = VerifyPolicy {
+        product: Some(PRODUCT.parse().unwrap()),
+        min_security_version: 1,
+        now: datetime!(2026-06-01 00:00 UTC),
+        active_source_sha256: Some(Sha256Digest::of(&v1)),
+    };
+    let verified = bundle::open(&artifact[..], &root, &policy, &Limits::DEFAULT).unwrap();
+    let payload = verified.manifest().payloads[0].clone();
+    let patch = verified.into_tail().unwrap();
+    let mut out = Vec::new();
+    let stats = bundle::install_from_external_delta(&payload, &v1, patch, &mut out).unwrap();
+    assert_eq!(out, v2);
+    assert_eq!(stats.target_sha256, Sha256Digest::of(&v2));
+
+    // The first release had nothing to diff against. A third release gets one delta from each
+    // earlier image, and the second release's delta is not computed again.
+    assert!(server.deltas("1.0.0", 0).is_empty());
+    let mut v3 = v2.clone();
+    v3[500_000..500_100].fill(0x11);
+    let _ = server.send("POST", "/api/v1/releases", &full_bundle("3.0.0", &v3));
+    let mut sources: Vec<_> = server
+        .deltas("3.0.0", 2)
+        .into_iter()
+        .map(|d| d.source_sha256)
+        .collect();
+    sources.sort();
+    let mut expected = vec![Sha256Digest::of(&v1).to_hex(), Sha256Digest::of(&v2).to_hex()];
+    expected.sort();
+    assert_eq!(sources, expected);
+    assert_eq!(server.deltas("2.0.0", 1), deltas);
+}
