@@ -100,6 +100,7 @@ pub fn schedule_all(app: &Arc<App>) {
 /// Computes and records the missing deltas towards `version`; returns how many were recorded.
 pub fn run(app: &App, version: &str) -> Result<usize, DeltaJobError> {
     let store = app.store.as_ref();
+    remove_leftovers(&app.artifacts_dir);
     let Some(target) = store.release(version)? else {
         return Ok(0);
     };
@@ -139,10 +140,22 @@ pub fn run(app: &App, version: &str) -> Result<usize, DeltaJobError> {
     Ok(made)
 }
 
+/// Removes temporary artifacts a stopped job left (jobs run one at a time, so none is being written).
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".delta-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The releases whose images serve as sources for `target`, by image digest: the images devices of
 /// the product run (when a stored release holds them) and the [`RELEASE_SOURCES`] releases just
 /// below `target`'s version.
-fn sources(store: &dyn Store, target: &Release) -> Result<BTreeMap<String, Release>, StoreError> {
+pub fn sources(store: &dyn Store, target: &Release) -> Result<BTreeMap<String, Release>, StoreError> {
     let mut releases: Vec<Release> = store
         .releases()?
         .into_iter()

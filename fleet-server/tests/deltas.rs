@@ -16,11 +16,13 @@ use halyard_ota::keys::PrivateKey;
 use halyard_ota::limits::Limits;
 use halyard_ota::manifest::{Manifest, Payload};
 use halyard_ota::root::{RootFile, RootSigned, TrustedRoot};
-use halyard_server::model::Delta;
+use halyard_protocol::{AgentState, DeviceId, Kind, Report, Sha256, Slot, SlotReport};
+use halyard_server::deltas;
+use halyard_server::model::{Delta, EnrollToken, NewDevice, Release};
 use halyard_server::server::{self, Started};
 use halyard_server::settings::{BrokerSettings, Settings};
-use halyard_server::store::Store;
 use halyard_server::store::sqlite::SqliteStore;
+use halyard_server::store::{Ingest, Store};
 use time::macros::datetime;
 
 const PRODUCT: &str = "demo-box";
@@ -241,4 +243,100 @@ fn a_new_release_gets_a_delta_from_the_previous_image_that_rebuilds_it() {
     expected.sort();
     assert_eq!(sources, expected);
     assert_eq!(server.deltas("2.0.0", 1), deltas);
+}
+
+fn release(version: &str, product: &str, image: &str) -> Release {
+    Release {
+        version: version.into(),
+        product: product.into(),
+        security_version: 1,
+        bundle_sha256: format!("bundle-{version}"),
+        bundle_size: 1000,
+        image_sha256: image.into(),
+        image_size: 900,
+        created_at: 0,
+    }
+}
+
+fn hash(n: u8) -> String {
+    Sha256::of(&[n]).to_hex()
+}
+
+/// A device of `product` whose last report has `active` on slot B and another image on slot A.
+fn device_running(store: &SqliteStore, n: u8, product: &str, active: &str) {
+    let token = EnrollToken {
+        id: format!("t{n}"),
+        site: None,
+        tags: vec![],
+        created_at: 0,
+        expires_at: None,
+        used_by: None,
+    };
+    store.put_enroll_token(&format!("h{n}"), &token).unwrap();
+    let id = DeviceId::from_public_key(&[n; 32]);
+    let new = NewDevice {
+        id: id.clone(),
+        public_key: hex::encode([n; 32]),
+        product: product.into(),
+        hardware_class: "hw".into(),
+    };
+    store.enroll(&format!("h{n}"), &new, 1).unwrap();
+    let slot = |image: Sha256| SlotReport {
+        version: None,
+        image_sha256: Some(image),
+        bootable: true,
+        successful: true,
+    };
+    let report = Report {
+        at: 1,
+        agent_version: "0.1.0".into(),
+        product: product.into(),
+        hardware_class: "hw".into(),
+        active: Slot::B,
+        slot_a: slot(Sha256::parse(&hash(5)).unwrap()),
+        slot_b: slot(Sha256::parse(active).unwrap()),
+        state: AgentState::Idle,
+        last_error: None,
+        health: None,
+    };
+    assert!(
+        store
+            .ingest(&id, Kind::Report, 1, &Ingest::Report(Box::new(report)), 2)
+            .unwrap()
+    );
+}
+
+#[test]
+fn sources_are_the_images_devices_run_and_the_three_releases_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    for n in 1..=6u8 {
+        store
+            .put_release(&release(&format!("{n}.0.0"), PRODUCT, &hash(n)))
+            .unwrap();
+    }
+    store
+        .put_release(&release("9.0.0", "other-box", &hash(9)))
+        .unwrap();
+    store
+        .put_release(&release("0.9.0", "other-box", &hash(1)))
+        .unwrap();
+    // Runs 1.0.0 (slot A holds 5.0.0, inactive); a device of another product; an unknown image.
+    device_running(&store, 1, PRODUCT, &hash(1));
+    device_running(&store, 2, "other-box", &hash(2));
+    device_running(&store, 3, PRODUCT, &hash(42));
+    let target = store.release("6.0.0").unwrap().unwrap();
+    let sources = deltas::sources(&store, &target).unwrap();
+    let versions: Vec<_> = sources
+        .values()
+        .map(|r| r.version.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(versions, ["1.0.0", "3.0.0", "4.0.0", "5.0.0"]);
+    assert!(
+        sources
+            .iter()
+            .all(|(image, r)| *image == r.image_sha256 && r.product == PRODUCT)
+    );
 }
