@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use halyard_ota::bundle::format::{BundleHeader, CountingReader};
 use halyard_ota::bundle::{self, VerifyPolicy};
 use halyard_ota::hash::Sha256Digest;
@@ -16,7 +17,10 @@ use halyard_ota::keys::PrivateKey;
 use halyard_ota::limits::Limits;
 use halyard_ota::manifest::{Manifest, Payload};
 use halyard_ota::root::{RootFile, RootSigned, TrustedRoot};
-use halyard_protocol::{AgentState, DeviceId, Kind, Report, Sha256, Slot, SlotReport};
+use halyard_protocol::{
+    AgentState, DeltaOffer, Desired, DesiredAction, DeviceId, Envelope, Kind, Report, Sha256, Slot,
+    SlotReport,
+};
 use halyard_server::deltas;
 use halyard_server::model::{Delta, EnrollToken, NewDevice, Release};
 use halyard_server::server::{self, Started};
@@ -30,6 +34,7 @@ const PRODUCT: &str = "demo-box";
 struct Server {
     url: String,
     admin: String,
+    enroll_token: String,
     dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -70,6 +75,7 @@ impl Server {
         Self {
             url: format!("http://{}", started.http),
             admin: admin.trim().to_owned(),
+            enroll_token: started.enroll_token.clone(),
             dir,
             stop: Some(stop),
             thread: Some(thread),
@@ -81,10 +87,73 @@ impl Server {
         let auth = format!("Bearer {}", self.admin);
         let mut resp = match method {
             "PUT" => ureq::put(&url).header("Authorization", &auth).send(body),
-            _ => ureq::post(&url).header("Authorization", &auth).send(body),
+            _ => ureq::post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(body),
         }
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         serde_json::from_slice(&resp.body_mut().read_to_vec().expect("body")).expect("JSON")
+    }
+
+    /// Enrolls a device of `PRODUCT` with key seed `n` and posts a signed report with `active` in slot
+    /// A (the active one); returns the device's signing key and id.
+    fn device_running(&self, n: u8, active: &[u8]) -> (ed25519_dalek::SigningKey, DeviceId) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[n; 32]);
+        let public = key.verifying_key().to_bytes();
+        let id = DeviceId::from_public_key(&public);
+        let body = serde_json::json!({
+            "token": self.enroll_token,
+            "public_key": base64::engine::general_purpose::STANDARD.encode(public),
+            "product": PRODUCT,
+            "hardware_class": "hw1",
+            "agent_version": "0.1.0",
+        });
+        ureq::post(&format!("{}/v1/enroll", self.url))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .expect("enroll");
+        let slot = |image: Option<Sha256>| SlotReport {
+            version: image.map(|_| "1.0.0".to_owned()),
+            image_sha256: image,
+            bootable: true,
+            successful: true,
+        };
+        let report = Report {
+            at: 1,
+            agent_version: "0.1.0".into(),
+            product: PRODUCT.into(),
+            hardware_class: "hw1".into(),
+            active: Slot::A,
+            slot_a: slot(Some(Sha256::of(active))),
+            slot_b: slot(None),
+            state: AgentState::Idle,
+            last_error: None,
+            health: None,
+        };
+        let env = Envelope::seal(&report, &id, 1, &key).expect("seal");
+        ureq::post(&format!("{}/v1/devices/{id}/report", self.url))
+            .header("Content-Type", "application/json")
+            .send(&env.encode()[..])
+            .expect("report");
+        (key, id)
+    }
+
+    /// Waits (bounded) for the device's `desired` envelope and returns its action.
+    fn desired(&self, id: &DeviceId) -> DesiredAction {
+        let url = format!("{}/v1/devices/{id}/desired", self.url);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut resp = ureq::get(&url).call().expect("desired GET");
+            if resp.status() == 200 {
+                let bytes = resp.body_mut().read_to_vec().expect("body");
+                let env = Envelope::decode(&bytes).expect("envelope");
+                let desired: Desired = serde_json::from_str(&env.body).expect("desired body");
+                return desired.action;
+            }
+            assert!(Instant::now() < deadline, "no desired state for {id}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn artifact(&self, sha256: &str) -> Vec<u8> {
@@ -339,4 +408,38 @@ fn sources_are_the_images_devices_run_and_the_three_releases_below() {
             .iter()
             .all(|(image, r)| *image == r.image_sha256 && r.product == PRODUCT)
     );
+}
+
+#[test]
+fn a_rollout_offers_the_delta_to_a_device_running_its_source() {
+    let server = Server::start();
+    let _ = server.send("PUT", "/api/v1/trust-root", &root_json());
+    let (v1, v2) = images();
+    let _ = server.send("POST", "/api/v1/releases", &full_bundle("1.0.0", &v1));
+    let (_, id) = server.device_running(21, &v1);
+    let b2 = full_bundle("2.0.0", &v2);
+    let _ = server.send("POST", "/api/v1/releases", &b2);
+    let delta = server.deltas("2.0.0", 1).pop().expect("a delta");
+    let rollout = serde_json::json!({
+        "version": "2.0.0",
+        "selector": "hw=hw1",
+        "seed": 7,
+        "policy": {
+            "on_breach": "revert",
+            "silent_after_secs": 1800,
+            "respect_windows": false,
+            "waves": [{"size": {"percent": 100}, "soak_secs": 60, "failure_budget": {"count": 0}}],
+        },
+    });
+    let _ = server.send("POST", "/api/v1/rollouts", rollout.to_string().as_bytes());
+    let DesiredAction::Install { bundle, deltas, .. } = server.desired(&id) else {
+        panic!("not an install");
+    };
+    assert_eq!(bundle.sha256, Sha256::of(&b2));
+    let [offer]: [DeltaOffer; 1] = deltas.try_into().expect("one delta offer");
+    assert_eq!(offer.source_sha256, Sha256::of(&v1));
+    assert_eq!(offer.artifact.sha256.to_hex(), delta.artifact_sha256);
+    assert_eq!(offer.artifact.size, delta.size);
+    let path = format!("/v1/artifacts/{}", delta.artifact_sha256);
+    assert!(offer.artifact.url.ends_with(&path), "{}", offer.artifact.url);
 }
