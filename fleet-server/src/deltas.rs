@@ -97,7 +97,9 @@ pub fn schedule_all(app: &Arc<App>) {
     });
 }
 
-/// Computes and records the missing deltas towards `version`; returns how many were recorded.
+/// Computes and records the missing deltas towards `version`; returns how many were recorded. Runs
+/// blocking; [`schedule`] calls it under the process's job semaphore (it clears temporary files
+/// that a stopped job left, so two must not run at once on one artifact directory).
 pub fn run(app: &App, version: &str) -> Result<usize, DeltaJobError> {
     let store = app.store.as_ref();
     remove_leftovers(&app.artifacts_dir);
