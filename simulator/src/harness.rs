@@ -171,6 +171,11 @@ impl Fleetline {
         let _: Value = control.put_bytes("/api/v1/trust-root", fleet.root_json())?;
         let health =
             std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::Server(e.to_string()))?;
+        // The "service" that healthy images check: accept and drop, so the accept queue never fills.
+        let acceptor = health
+            .try_clone()
+            .map_err(|e| HarnessError::Server(e.to_string()))?;
+        std::thread::spawn(move || acceptor.incoming().for_each(drop));
         let me = Self {
             fleet,
             control,

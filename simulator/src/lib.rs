@@ -9,6 +9,7 @@
 //! Still to come (issue 6): scenario files, fault injection at scale, virtual time, reports, the demo.
 
 pub mod control;
+pub mod demo;
 pub mod device;
 pub mod fleet;
 pub mod harness;
