@@ -41,6 +41,8 @@ pub struct App {
     /// Serializes engine steps and operator commands on rollouts.
     pub engine_lock: Mutex<()>,
     pub metrics: Metrics,
+    /// Bounds server-side delta jobs to one at a time (each holds two images in memory).
+    pub delta_jobs: tokio::sync::Semaphore,
     /// Change notices for live views (SSE): a short JSON text per change.
     pub updates: broadcast::Sender<String>,
 }

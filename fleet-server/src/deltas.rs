@@ -37,9 +37,6 @@ pub const MAX_SHARE_PERCENT: u64 = 70;
 /// Older releases (by version) whose images are diffed even when no device reports running them.
 pub const RELEASE_SOURCES: usize = 3;
 
-/// Bounds the delta jobs of this process to one at a time (CPU and memory, not per server).
-static JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
 /// Why a delta job (or one pair of it) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeltaJobError {
@@ -66,9 +63,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DeltaJobError + '_ {
 
 /// Starts the delta job for release `version` in the background; returns at once.
 pub fn schedule(app: &Arc<App>, version: &str) {
+    if !app.settings.deltas {
+        return;
+    }
     let (app, version) = (app.clone(), version.to_owned());
     tokio::spawn(async move {
-        let Ok(_permit) = JOBS.acquire().await else {
+        let Ok(_permit) = app.delta_jobs.acquire().await else {
             return;
         };
         let (job_app, v) = (app.clone(), version.clone());

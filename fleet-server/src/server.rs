@@ -145,12 +145,15 @@ pub async fn run(
         wake: Notify::new(),
         engine_lock: Mutex::new(()),
         metrics: Metrics::default(),
+        delta_jobs: tokio::sync::Semaphore::new(1),
         updates: broadcast::channel(1024).0,
         settings,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     mqtt::spawn(app.clone(), &broker_url, out_rx, stop_rx.clone())?;
     tokio::spawn(engine::run(app.clone(), stop_rx));
+    // Deltas a restart interrupted (pairs already made are skipped cheaply).
+    crate::deltas::schedule_all(&app);
     let (enroll_token, _) = api::make_enroll_token(&app, None, Vec::new(), Some(24 * 3600))
         .await
         .map_err(|e| ServerError::DataDir {

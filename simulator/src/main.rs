@@ -19,7 +19,7 @@ enum Cmd {
     /// Exit codes: 0 the demo behaved as expected, 1 it did not, 2 it could not run.
     Demo {
         /// Number of simulated devices (spread over 3 sites and 3 hardware classes).
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, default_value_t = 300)]
         devices: usize,
         /// Seed for canary selection.
         #[arg(long, default_value_t = 42)]
