@@ -59,17 +59,8 @@ fn sqlite_state_survives_reopen_and_newer_schemas_are_refused() {
 }
 
 fn rusqlite_user_version(path: &std::path::Path, v: i64) {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import sqlite3;c=sqlite3.connect('{}');c.execute('PRAGMA user_version={v}');c.commit()",
-                path.display()
-            ),
-        ])
-        .status()
-        .expect("python3");
-    assert!(out.success());
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.pragma_update(None, "user_version", v).expect("set user_version");
 }
 
 fn dev_id(n: u8) -> DeviceId {
