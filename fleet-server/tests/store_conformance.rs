@@ -6,7 +6,10 @@ use halyard_server::model::*;
 use halyard_server::store::sqlite::SqliteStore;
 use halyard_server::store::{EnrollOutcome, Ingest, StepCommit, Store, StoreError};
 
-const CHECKS: &[(&str, fn(&dyn Store))] = &[
+/// One named check of the suite.
+type Check = (&'static str, fn(&dyn Store));
+
+const CHECKS: &[Check] = &[
     ("tokens", tokens),
     ("enrollment_is_one_time", enrollment_is_one_time),
     ("ingest_refuses_replays", ingest_refuses_replays),

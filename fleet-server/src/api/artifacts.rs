@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn ranges() {
-        let table: [(&str, Result<Option<(u64, u64)>, ()>); 9] = [
+        type Parsed = Result<Option<(u64, u64)>, ()>;
+        let table: [(&str, Parsed); 9] = [
             ("bytes=0-9", Ok(Some((0, 9)))),
             ("bytes=10-", Ok(Some((10, 99)))),
             ("bytes=-10", Ok(Some((90, 99)))),

@@ -38,7 +38,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnrollOutcome {
     /// Enrolled now (or the same key enrolled again with the same token: idempotent).
-    Enrolled(Device),
+    Enrolled(Box<Device>),
     /// Unknown, expired or already used token.
     BadToken,
     /// The key is enrolled already with different data.

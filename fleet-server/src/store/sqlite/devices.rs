@@ -175,7 +175,7 @@ pub(super) fn enroll(
     )
     .map_err(db)?;
     find_device(conn, &new.id)?
-        .map(EnrollOutcome::Enrolled)
+        .map(|d| EnrollOutcome::Enrolled(Box::new(d)))
         .ok_or_else(|| StoreError::Backend("device vanished inside its own transaction".into()))
 }
 
@@ -184,7 +184,7 @@ fn same_or_conflict(dev: Device, new: &NewDevice) -> EnrollOutcome {
         && dev.product == new.product
         && dev.hardware_class == new.hardware_class;
     if same {
-        EnrollOutcome::Enrolled(dev)
+        EnrollOutcome::Enrolled(Box::new(dev))
     } else {
         EnrollOutcome::KeyConflict
     }
