@@ -63,7 +63,8 @@ fn sqlite_state_survives_reopen_and_newer_schemas_are_refused() {
 
 fn rusqlite_user_version(path: &std::path::Path, v: i64) {
     let conn = rusqlite::Connection::open(path).expect("open");
-    conn.pragma_update(None, "user_version", v).expect("set user_version");
+    conn.pragma_update(None, "user_version", v)
+        .expect("set user_version");
 }
 
 fn dev_id(n: u8) -> DeviceId {
