@@ -1,4 +1,4 @@
-//! `halyard-sim`: runs the demo (scenario files land with the rest of issue 6).
+//! `halyard-sim`: the demo, and scenario files with their `expect` assertions.
 
 use std::process::ExitCode;
 
@@ -14,6 +14,20 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run a scenario file (TOML, see simulator/README.md) and check its `expect` list.
+    ///
+    /// Writes results.json and chart.svg (devices per version over time) to --out.
+    /// Exit codes: 0 every expectation held, 1 one failed, 2 the scenario could not run.
+    Run {
+        /// The scenario file.
+        file: std::path::PathBuf,
+        /// Where to write results.json and chart.svg.
+        #[arg(long, default_value = "halyard-sim-results")]
+        out: std::path::PathBuf,
+        /// Print the results as JSON instead of the text summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Embedded server + broker, a simulated fleet, a good rollout and a bad one caught by the canary.
     ///
     /// Exit codes: 0 the demo behaved as expected, 1 it did not, 2 it could not run.
@@ -36,6 +50,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Args::parse().command {
+        Cmd::Run { file, out, json } => match run_scenario(&file, &out, json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("halyard-sim run: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::Demo { devices, seed } => {
             match halyard_sim::demo::run(&halyard_sim::demo::DemoOptions { devices, seed }) {
                 Ok(o) if o.passed(devices) => ExitCode::SUCCESS,
@@ -47,4 +69,36 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn run_scenario(file: &std::path::Path, out: &std::path::Path, json: bool) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    let scenario = halyard_sim::scenario::Scenario::load(file)?;
+    let work = tempfile::tempdir().context("temporary directory")?;
+    let mut say = |line: String| {
+        if !json {
+            println!("{line}");
+        }
+    };
+    let report = halyard_sim::run::run(&scenario, work.path(), &mut say)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let results = serde_json::to_string_pretty(&report).context("encoding results")?;
+    std::fs::write(out.join("results.json"), &results).context("writing results.json")?;
+    let chart = halyard_sim::chart::svg(
+        &format!("{}: devices per version", report.scenario),
+        &report.timeline,
+        report.devices,
+    );
+    std::fs::write(out.join("chart.svg"), chart).context("writing chart.svg")?;
+    if json {
+        println!("{results}");
+    } else {
+        print!("{}", halyard_sim::run::summary(&report));
+        println!(
+            "results: {}, chart: {}",
+            out.join("results.json").display(),
+            out.join("chart.svg").display()
+        );
+    }
+    Ok(report.passed())
 }

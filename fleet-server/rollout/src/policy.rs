@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// One rollout: a release version pushed to a set of devices under a policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     /// Rollout id (for messages only; the engine never interprets it).
     pub id: String,
@@ -17,6 +18,7 @@ pub struct RolloutSpec {
 
 /// The rollout policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Waves in order; wave 1 is the canary wave. The last wave takes every device left.
     pub waves: Vec<WaveSpec>,
@@ -30,6 +32,7 @@ pub struct Policy {
 
 /// One wave.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WaveSpec {
     /// How many eligible devices this wave adds (not cumulative).
     pub size: WaveSize,

@@ -1,0 +1,275 @@
+//! Runs a [`Scenario`] against an in-process server in real time: sites, devices, releases, then each
+//! rollout until it ends, sampling devices per version all along; then checks the `expect` list.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::expect::{Expect, Observed};
+use crate::harness::{Fleetline, Group, HarnessError, ServerHandle, embedded_settings};
+use crate::scenario::Scenario;
+
+/// One sample of devices per version.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sample {
+    pub secs: f64,
+    pub versions: BTreeMap<String, u64>,
+}
+
+/// The outcome of one assertion.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verdict {
+    pub expect: String,
+    pub passed: bool,
+    pub observed: String,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub seed: u64,
+    pub devices: u64,
+    pub rollouts: BTreeMap<String, String>,
+    pub versions: BTreeMap<String, u64>,
+    pub quarantined: BTreeMap<String, Vec<String>>,
+    pub bricked: u64,
+    pub verdicts: Vec<Verdict>,
+    pub timeline: Vec<Sample>,
+    pub seconds: f64,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.verdicts.iter().all(|v| v.passed)
+    }
+}
+
+struct Sampler {
+    start: Instant,
+    timeline: Vec<Sample>,
+    max: BTreeMap<String, u64>,
+}
+
+impl Sampler {
+    fn take(&mut self, line: &Fleetline) -> Result<Value, HarnessError> {
+        let f: Value = line.control.get("/api/v1/fleet")?;
+        let versions: BTreeMap<String, u64> = f["by_version"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (v, n) in &versions {
+            let m = self.max.entry(v.clone()).or_default();
+            *m = (*m).max(*n);
+        }
+        self.timeline.push(Sample {
+            secs: self.start.elapsed().as_secs_f64(),
+            versions,
+        });
+        Ok(f)
+    }
+}
+
+/// Runs `s`, printing progress lines through `say`.
+pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<RunReport, HarnessError> {
+    let server = ServerHandle::start(embedded_settings(&work.join("server")))?;
+    let mut line = Fleetline::new(server.control(), work, s.image_kib * 1024, &s.factory)?;
+    let mut sampler = Sampler {
+        start: Instant::now(),
+        timeline: Vec::new(),
+        max: BTreeMap::new(),
+    };
+    for site in &s.sites {
+        let _: Value = line.control.put_json(&format!("/api/v1/sites/{}", site.name), &json!({"name": site.name, "tz": site.tz, "windows": site.windows, "max_concurrent": site.max_concurrent}))?;
+    }
+    for g in &s.devices {
+        line.add(
+            &Group {
+                site: g.site.clone(),
+                hardware_class: g.hw.clone(),
+                count: g.count,
+                behaviors: s.behaviors_for(&g.hw),
+            },
+            &s.factory,
+        )?;
+    }
+    let total = s.device_count() as u64;
+    line.wait("devices to report", Duration::from_secs(120), |_| {
+        let f = sampler.take(&line)?;
+        Ok((f["by_version"][&s.factory].as_u64() == Some(total)).then_some(()))
+    })?;
+    say(format!("{total} devices enrolled on {}", s.factory));
+    for r in &s.releases {
+        line.upload(&r.version, r.security_version)?;
+    }
+    let mut rollouts = BTreeMap::new();
+    for r in &s.rollouts {
+        let body = json!({"id": r.id, "version": r.version, "selector": r.selector, "seed": s.seed, "policy": r.policy});
+        let _: Value = line.control.post("/api/v1/rollouts", &body)?;
+        say(format!("rollout {} of {} started", r.id, r.version));
+        let status = follow(&line, &mut sampler, &r.id, r.timeout_secs, say)?;
+        say(format!("rollout {}: {status}", r.id));
+        rollouts.insert(r.id.clone(), status);
+        settle(&line, &mut sampler)?;
+    }
+    let report = finish(s, &line, sampler, rollouts, total)?;
+    line.shutdown();
+    server.stop();
+    Ok(report)
+}
+
+fn follow(
+    line: &Fleetline,
+    sampler: &mut Sampler,
+    id: &str,
+    timeout: u64,
+    say: &mut dyn FnMut(String),
+) -> Result<String, HarnessError> {
+    let mut shown = 0;
+    let r = line.wait(&format!("rollout {id}"), Duration::from_secs(timeout), |c| {
+        sampler.take(line)?;
+        let r: Value = c.get(&format!("/api/v1/rollouts/{id}"))?;
+        let decisions = r["decisions"].as_array().cloned().unwrap_or_default();
+        for d in decisions.iter().skip(shown) {
+            say(format!(
+                "  [{}] {}",
+                d["kind"].as_str().unwrap_or(""),
+                d["message"].as_str().unwrap_or("")
+            ));
+        }
+        shown = decisions.len();
+        let status = r["rollout"]["status"].as_str().unwrap_or("").to_owned();
+        Ok(["completed", "reverted", "aborted", "paused"]
+            .contains(&status.as_str())
+            .then_some(status))
+    });
+    match r {
+        Err(HarnessError::Timeout { .. }) => {
+            let r: Value = line.control.get(&format!("/api/v1/rollouts/{id}"))?;
+            Ok(format!(
+                "{} (timed out)",
+                r["rollout"]["status"].as_str().unwrap_or("unknown")
+            ))
+        }
+        other => other,
+    }
+}
+
+/// Waits (bounded) until no device is mid-update.
+fn settle(line: &Fleetline, sampler: &mut Sampler) -> Result<(), HarnessError> {
+    let r = line.wait("fleet to settle", Duration::from_secs(60), |_| {
+        let f = sampler.take(line)?;
+        let busy = ["downloading", "installing", "staged", "rebooting", "trial"]
+            .iter()
+            .any(|s| f["by_state"][s].as_u64().unwrap_or(0) > 0);
+        Ok((!busy).then_some(()))
+    });
+    match r {
+        Err(HarnessError::Timeout { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+fn finish(
+    s: &Scenario,
+    line: &Fleetline,
+    mut sampler: Sampler,
+    rollouts: BTreeMap<String, String>,
+    total: u64,
+) -> Result<RunReport, HarnessError> {
+    sampler.take(line)?;
+    let versions = sampler
+        .timeline
+        .last()
+        .map(|x| x.versions.clone())
+        .unwrap_or_default();
+    let rels: Value = line.control.get("/api/v1/releases")?;
+    let mut quarantined: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in rels.as_array().into_iter().flatten() {
+        let v = r["release"]["version"].as_str().unwrap_or("").to_owned();
+        let mut q: Vec<String> = r["quarantines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|q| q["hardware_class"].as_str().map(str::to_owned))
+            .collect();
+        q.sort();
+        quarantined.insert(v, q);
+    }
+    let known: Vec<&str> = s
+        .releases
+        .iter()
+        .map(|r| r.version.as_str())
+        .chain([s.factory.as_str()])
+        .collect();
+    let bricked = line
+        .devices
+        .iter()
+        .filter(|d| d.active_version().is_none_or(|v| !known.contains(&v.as_str())))
+        .count() as u64;
+    let observed = Observed {
+        devices: total,
+        versions: versions.clone(),
+        max_versions: sampler.max.clone(),
+        rollouts: rollouts.clone(),
+        quarantined: quarantined.clone(),
+        bricked,
+    };
+    let verdicts = s
+        .expect
+        .iter()
+        .filter_map(|t| Expect::parse(t).ok())
+        .map(|e| {
+            let (passed, observed) = e.eval(&observed);
+            Verdict {
+                expect: e.text().to_owned(),
+                passed,
+                observed,
+            }
+        })
+        .collect();
+    Ok(RunReport {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        devices: total,
+        rollouts,
+        versions,
+        quarantined,
+        bricked,
+        verdicts,
+        seconds: sampler.start.elapsed().as_secs_f64(),
+        timeline: sampler.timeline,
+    })
+}
+
+/// The final summary as text.
+pub fn summary(r: &RunReport) -> String {
+    let mut out = format!(
+        "scenario {:?} (seed {}), {} devices, {:.0} s\n",
+        r.scenario, r.seed, r.devices, r.seconds
+    );
+    for (id, st) in &r.rollouts {
+        out += &format!("  rollout {id:<16} {st}\n");
+    }
+    let v: Vec<String> = r.versions.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    out += &format!(
+        "  devices by version  {}\n  bricked             {}\n",
+        v.join(", "),
+        r.bricked
+    );
+    for v in &r.verdicts {
+        out += &format!(
+            "  {} {:<44} observed {}\n",
+            if v.passed { "PASS" } else { "FAIL" },
+            v.expect,
+            v.observed
+        );
+    }
+    out
+}
