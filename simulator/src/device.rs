@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
+use halyard_hardware::block::faulty::{FaultyDevice, PowerRail};
 use halyard_hardware::block::{BlockDevice, MemDevice};
 use halyard_hardware::boot::grubenv::{GrubEnv, GrubEnvBlock};
 use halyard_hardware::boot::{CurrentSlotSource, EnvBootControl, SimulatedBoot};
@@ -23,7 +24,7 @@ use halyard_hardware::watchdog::FakeWatchdog;
 use halyard_node::app::Link;
 use halyard_node::config::{HttpSettings, MqttSettings};
 use halyard_node::driver::{Driver, Halt, Hardware, HealthSettings, Settings};
-use halyard_node::faults::NoCrash;
+use halyard_node::faults::{CrashPoints, NoCrash, PowerLost};
 use halyard_node::fsm::{Image, Policy};
 use halyard_node::health::Check;
 use halyard_node::identity::{Identity, SeqCounter};
@@ -86,6 +87,10 @@ pub struct SimDevice {
     env: MemDevice,
     power: FakePower,
     identity: Arc<Identity>,
+    /// The machine's power supply: slots, boot environment and the journal's crash points hang on it,
+    /// so [`SimDevice::cut_power`] stops every write at once, as a real power cut does.
+    rail: Arc<std::sync::Mutex<PowerRail>>,
+    cuts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type Boot = EnvBootControl<GrubEnv<Box<dyn BlockDevice>>>;
@@ -114,6 +119,8 @@ impl SimDevice {
             env: MemDevice::from_bytes("grubenv", GrubEnvBlock::new(1024).as_bytes().to_vec()),
             power: FakePower::new(),
             identity: Arc::new(identity),
+            rail: Arc::default(),
+            cuts: Arc::default(),
             spec,
         };
         dev.boot_control()
@@ -186,11 +193,44 @@ impl SimDevice {
         })
     }
 
+    fn rail(&self) -> PowerRail {
+        self.rail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Cuts the power now: every later write of this boot fails; the device thread then reboots it.
+    pub fn cut_power(&self) {
+        self.rail().cut_now();
+    }
+
+    /// Arms a power cut `ops` writes and flushes (slots, boot environment, journal steps) from now.
+    pub fn cut_power_after(&self, ops: u64) {
+        self.rail().cut_after_more_ops(ops);
+    }
+
+    /// How many times the power failed on this device.
+    pub fn power_cuts(&self) -> u64 {
+        self.cuts.load(Ordering::SeqCst)
+    }
+
+    fn power_restored(&self) {
+        self.cuts.fetch_add(1, Ordering::SeqCst);
+        *self
+            .rail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = PowerRail::always_on();
+    }
+
     fn hardware(&self) -> Hardware {
-        let slot = |m: &MemDevice| -> Box<dyn BlockDevice> { Box::new(m.clone()) };
+        let rail = self.rail();
+        let slot =
+            |m: &MemDevice| -> Box<dyn BlockDevice> { Box::new(FaultyDevice::new(m.clone(), rail.clone())) };
+        let env: Box<dyn BlockDevice> = Box::new(FaultyDevice::new(self.env.clone(), rail.clone()));
         let watchdog = FakeWatchdog::new(RealTime::default(), self.power.clone(), Duration::from_secs(300));
         Hardware {
-            boot: Box::new(self.boot_control()),
+            boot: Box::new(EnvBootControl::new(GrubEnv::new(env), CurrentSlotSource::Env)),
             slots: [slot(&self.slots[0]), slot(&self.slots[1])],
             power: Box::new(self.power.clone()),
             watchdog: Box::new(watchdog),
@@ -226,7 +266,7 @@ impl SimDevice {
             self.hardware(),
             fetcher,
             clock,
-            Arc::new(NoCrash),
+            Arc::new(RailCrash::new(&self.rail())),
         )
         .map_err(|e| fail("agent start", e.to_string()))?;
         Ok(Some(driver))
@@ -260,36 +300,53 @@ impl SimDevice {
         server_key: VerifyingKey,
         stop: &AtomicBool,
     ) -> Result<(), DeviceError> {
+        while !stop.load(Ordering::SeqCst) {
+            match self.boot_once(&mqtt, server_key, stop) {
+                Err(_) if self.rail().is_cut() => {
+                    tracing::info!(device = %self.spec.name, "power cut; the device boots again");
+                    self.power_restored();
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One boot: bootloader, agent, link until the agent reboots the box (or the power fails).
+    fn boot_once(
+        &self,
+        mqtt: &MqttSettings,
+        server_key: VerifyingKey,
+        stop: &AtomicBool,
+    ) -> Result<(), DeviceError> {
         let fail = |what, e: String| DeviceError::Setup {
             name: self.spec.name.clone(),
             what,
             reason: e,
         };
-        while !stop.load(Ordering::SeqCst) {
-            let Some(mut driver) = self.power_on()? else {
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            };
-            // A boot is a new process on a real device: a new connection, a fresh replay guard, and
-            // the broker's retained `desired` delivered again.
-            let seq = SeqCounter::open(&self.spec.data_dir, Arc::new(NoCrash))
-                .map_err(|e| fail("seq", e.to_string()))?;
-            let clock = Arc::new(halyard_node::clock::SystemClock);
-            let mut link = Link::connect(
-                &mqtt,
-                self.id.clone(),
-                self.identity.signing_key(),
-                seq,
-                server_key,
-                clock,
-            );
-            let halt = link
-                .serve(&mut driver, mqtt.tick, stop)
-                .map_err(|e| fail("agent", e.to_string()));
-            link.shutdown();
-            if halt? == Halt::Rebooting {
-                self.power.take_events();
-            }
+        let Some(mut driver) = self.power_on()? else {
+            std::thread::sleep(Duration::from_millis(200));
+            return Ok(());
+        };
+        // A boot is a new process on a real device: a new connection, a fresh replay guard, and the
+        // broker's retained `desired` delivered again.
+        let seq = SeqCounter::open(&self.spec.data_dir, Arc::new(NoCrash))
+            .map_err(|e| fail("seq", e.to_string()))?;
+        let clock = Arc::new(halyard_node::clock::SystemClock);
+        let mut link = Link::connect(
+            mqtt,
+            self.id.clone(),
+            self.identity.signing_key(),
+            seq,
+            server_key,
+            clock,
+        );
+        let halt = link
+            .serve(&mut driver, mqtt.tick, stop)
+            .map_err(|e| fail("agent", e.to_string()));
+        link.shutdown();
+        if halt? == Halt::Rebooting {
+            self.power.take_events();
         }
         Ok(())
     }
@@ -314,5 +371,25 @@ impl Default for RealTime {
 impl halyard_hardware::watchdog::Clock for RealTime {
     fn now(&self) -> Duration {
         self.0.elapsed()
+    }
+}
+
+/// The journal's crash points on the machine's power rail: once the power is cut, reaching one fails.
+#[derive(Debug)]
+struct RailCrash(std::sync::Mutex<FaultyDevice<MemDevice>>);
+
+impl RailCrash {
+    fn new(rail: &PowerRail) -> Self {
+        Self(std::sync::Mutex::new(FaultyDevice::new(
+            MemDevice::new("crash-points", 1),
+            rail.clone(),
+        )))
+    }
+}
+
+impl CrashPoints for RailCrash {
+    fn reach(&self, point: &'static str) -> Result<(), PowerLost> {
+        let mut dev = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        dev.write_at(0, &[1]).map_err(|_| PowerLost { point })
     }
 }

@@ -1,7 +1,7 @@
 //! `expect` assertions of a scenario: a tiny language checked against what the run observed.
 //!
 //! Forms: `all_on("V")`; `bricked == N`; `max_devices_on("V") <op> N` or `N%` (of all devices);
-//! `devices_on("V") <op> N|N%` (at the end); `rollout("ID").state == "S"`;
+//! `devices_on("V") <op> N|N%` (at the end); `power_cuts <op> N` (faults that struck); `rollout("ID").state == "S"`;
 //! `quarantined("V") == "hw1,hw2"` (sorted, comma-separated). Operators: `== != <= >= < >`.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,8 @@ pub struct Observed {
     pub quarantined: BTreeMap<String, Vec<String>>,
     /// Devices not booting a known release at the end.
     pub bricked: u64,
+    /// Power cuts that struck (from `[[fault]]` entries).
+    pub power_cuts: u64,
 }
 
 /// A parse error.
@@ -32,6 +34,7 @@ pub struct ExpectError {
 enum Subject {
     AllOn(String),
     Bricked,
+    PowerCuts,
     MaxOn(String),
     On(String),
     RolloutState(String),
@@ -119,6 +122,8 @@ impl Expect {
             (Subject::RolloutState(id.into()), rest)
         } else if let Some(rest) = t.strip_prefix("bricked") {
             (Subject::Bricked, rest)
+        } else if let Some(rest) = t.strip_prefix("power_cuts") {
+            (Subject::PowerCuts, rest)
         } else {
             return Err(err(
                 "unknown subject (all_on, bricked, max_devices_on, devices_on, rollout, quarantined)",
@@ -159,6 +164,7 @@ impl Expect {
                 );
             }
             Subject::Bricked => Value::Number(o.bricked as f64),
+            Subject::PowerCuts => Value::Number(o.power_cuts as f64),
             Subject::MaxOn(v) => Value::Number(count(&o.max_versions, v) as f64),
             Subject::On(v) => Value::Number(count(&o.versions, v) as f64),
             Subject::RolloutState(id) => {
@@ -218,6 +224,7 @@ mod tests {
             rollouts: [("r2".to_string(), "reverted".to_string())].into(),
             quarantined: [("2.1.0".to_string(), vec!["kiosk-arm".to_string()])].into(),
             bricked: 0,
+            power_cuts: 3,
         }
     }
 
@@ -227,6 +234,7 @@ mod tests {
             ("all_on(\"2.0.0\")", true),
             ("all_on(\"2.1.0\")", false),
             ("bricked == 0", true),
+            ("power_cuts >= 1", true),
             ("max_devices_on(\"2.1.0\") <= 5%", true),
             ("max_devices_on(\"2.1.0\") <= 4%", false),
             ("max_devices_on(\"2.1.0\") < 6", true),

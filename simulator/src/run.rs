@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::expect::{Expect, Observed};
 use crate::harness::{Fleetline, Group, HarnessError, ServerHandle, embedded_settings};
-use crate::scenario::Scenario;
+use crate::scenario::{FaultKind, FaultSpec, Scenario};
 
 /// One sample of devices per version.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,6 +36,8 @@ pub struct RunReport {
     pub versions: BTreeMap<String, u64>,
     pub quarantined: BTreeMap<String, Vec<String>>,
     pub bricked: u64,
+    /// Power cuts injected by `[[fault]]` entries.
+    pub power_cuts: u64,
     pub verdicts: Vec<Verdict>,
     pub timeline: Vec<Sample>,
     pub seconds: f64,
@@ -49,6 +51,7 @@ impl RunReport {
 
 struct Sampler {
     start: Instant,
+    cut: std::collections::BTreeSet<String>,
     timeline: Vec<Sample>,
     max: BTreeMap<String, u64>,
 }
@@ -82,6 +85,7 @@ pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<Run
     let mut line = Fleetline::new(server.control(), work, s.image_kib * 1024, &s.factory)?;
     let mut sampler = Sampler {
         start: Instant::now(),
+        cut: Default::default(),
         timeline: Vec::new(),
         max: BTreeMap::new(),
     };
@@ -113,7 +117,8 @@ pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<Run
         let body = json!({"id": r.id, "version": r.version, "selector": r.selector, "seed": s.seed, "policy": r.policy});
         let _: Value = line.control.post("/api/v1/rollouts", &body)?;
         say(format!("rollout {} of {} started", r.id, r.version));
-        let status = follow(&line, &mut sampler, &r.id, r.timeout_secs, say)?;
+        let faults: Vec<&FaultSpec> = s.faults.iter().filter(|f| f.rollout == r.id).collect();
+        let status = follow(&line, &mut sampler, (&r.id, &faults, s.seed), r.timeout_secs, say)?;
         say(format!("rollout {}: {status}", r.id));
         rollouts.insert(r.id.clone(), status);
         settle(&line, &mut sampler)?;
@@ -127,13 +132,16 @@ pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<Run
 fn follow(
     line: &Fleetline,
     sampler: &mut Sampler,
-    id: &str,
+    (id, faults, seed): (&str, &[&FaultSpec], u64),
     timeout: u64,
     say: &mut dyn FnMut(String),
 ) -> Result<String, HarnessError> {
     let mut shown = 0;
     let r = line.wait(&format!("rollout {id}"), Duration::from_secs(timeout), |c| {
         sampler.take(line)?;
+        if !faults.is_empty() {
+            strike(line, sampler, faults, seed, say)?;
+        }
         let r: Value = c.get(&format!("/api/v1/rollouts/{id}"))?;
         let decisions = r["decisions"].as_array().cloned().unwrap_or_default();
         for d in decisions.iter().skip(shown) {
@@ -159,6 +167,36 @@ fn follow(
         }
         other => other,
     }
+}
+
+/// Seeded choice: is the device created `index`-th among the `share` percent a fault hits?
+fn chosen(index: usize, seed: u64, share: u8) -> bool {
+    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15 ^ (index as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 29)) % 100 < u64::from(share)
+}
+
+/// Arms a power cut on each chosen device, a seeded 1..=40 writes and flushes ahead: it strikes
+/// wherever the device's update has got to by then (download steps, slot writes, arming, boot, trial).
+fn strike(
+    line: &Fleetline,
+    sampler: &mut Sampler,
+    faults: &[&FaultSpec],
+    seed: u64,
+    say: &mut dyn FnMut(String),
+) -> Result<(), HarnessError> {
+    for (i, dev) in line.devices.iter().enumerate() {
+        let id = dev.id.as_str();
+        let hit = faults
+            .iter()
+            .any(|f| f.kind == FaultKind::PowerCut && chosen(i, seed, f.share));
+        if hit && sampler.cut.insert(id.to_owned()) {
+            let ops = 1 + (seed.wrapping_add(i as u64).wrapping_mul(2_654_435_761) >> 7) % 40;
+            dev.cut_power_after(ops);
+            say(format!("  [fault] power cut armed on {id}, {ops} writes ahead"));
+        }
+    }
+    Ok(())
 }
 
 /// Waits (bounded) until no device is mid-update.
@@ -220,6 +258,7 @@ fn finish(
         rollouts: rollouts.clone(),
         quarantined: quarantined.clone(),
         bricked,
+        power_cuts: line.devices.iter().map(|d| d.power_cuts()).sum(),
     };
     let verdicts = s
         .expect
@@ -242,6 +281,7 @@ fn finish(
         versions,
         quarantined,
         bricked,
+        power_cuts: line.devices.iter().map(|d| d.power_cuts()).sum(),
         verdicts,
         seconds: sampler.start.elapsed().as_secs_f64(),
         timeline: sampler.timeline,
@@ -259,9 +299,10 @@ pub fn summary(r: &RunReport) -> String {
     }
     let v: Vec<String> = r.versions.iter().map(|(k, n)| format!("{k}: {n}")).collect();
     out += &format!(
-        "  devices by version  {}\n  bricked             {}\n",
+        "  devices by version  {}\n  bricked             {}\n  power cuts          {}\n",
         v.join(", "),
-        r.bricked
+        r.bricked,
+        r.power_cuts
     );
     for v in &r.verdicts {
         out += &format!(

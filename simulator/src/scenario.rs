@@ -30,6 +30,8 @@ pub struct Scenario {
     pub releases: Vec<ReleaseSpec>,
     #[serde(default, rename = "rollout")]
     pub rollouts: Vec<RolloutSpec>,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
     /// Assertions such as `rollout("r2").state == "reverted"`, `all_on("2.0.0")`,
     /// `max_devices_on("3.0.0") <= 2%`, `bricked == 0`, `quarantined("3.0.0") == "pos-arm"`.
     #[serde(default)]
@@ -118,6 +120,26 @@ fn default_timeout() -> u64 {
     600
 }
 
+/// A fault injected while a rollout runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub kind: FaultKind,
+    /// The rollout during which it strikes.
+    pub rollout: String,
+    /// Share of the devices hit (seeded choice), percent.
+    pub share: u8,
+}
+
+/// Kinds of faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Power cut once while the device is updating (downloading, installing, staged, rebooting or in
+    /// trial): every write stops at that instant; the device boots again.
+    PowerCut,
+}
+
 /// The scenario file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -156,6 +178,14 @@ impl Scenario {
             r.policy
                 .validate()
                 .map_err(|e| bad(format!("rollout {}: {e}", r.id)))?;
+        }
+        for f in &self.faults {
+            if !self.rollouts.iter().any(|r| r.id == f.rollout) || f.share > 100 {
+                return Err(bad(format!(
+                    "fault during unknown rollout {:?} or share above 100",
+                    f.rollout
+                )));
+            }
         }
         for e in &self.expect {
             crate::expect::Expect::parse(e).map_err(|err| bad(err.to_string()))?;

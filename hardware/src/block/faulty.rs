@@ -102,6 +102,13 @@ impl PowerRail {
         self.lock().seen.cut
     }
 
+    /// Arms a cut `ops` writes and flushes from now (a fault that strikes later, on a running machine).
+    pub fn cut_after_more_ops(&self, ops: u64) {
+        let mut state = self.lock();
+        let seen = state.seen.writes + state.seen.flushes;
+        state.point = CutPoint::AfterOps(seen + ops);
+    }
+
     /// Cut the power now.
     pub fn cut_now(&self) {
         self.lock().seen.cut = true;
