@@ -36,13 +36,17 @@ pub struct App {
     pub trust: RwLock<Option<TrustedRoot>>,
     pub device_keys: RwLock<HashMap<DeviceId, VerifyingKey>>,
     pub outgoing: mpsc::Sender<Outgoing>,
-    /// Wakes the rollout engine (a report arrived, a rollout was created or commanded).
+    /// Wakes the rollout engine now (a rollout was created or commanded, a site changed).
     pub wake: Notify,
+    /// Wakes the rollout engine after device messages; coalesced to one pass per tick.
+    pub reports: Notify,
     /// Serializes engine steps and operator commands on rollouts.
     pub engine_lock: Mutex<()>,
     pub metrics: Metrics,
     /// Bounds server-side delta jobs to one at a time (each holds two images in memory).
     pub delta_jobs: tokio::sync::Semaphore,
+    /// Turns true when the server shuts down (long-lived responses such as SSE end then).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Change notices for live views (SSE): a short JSON text per change.
     pub updates: broadcast::Sender<String>,
 }

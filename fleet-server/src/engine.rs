@@ -43,12 +43,17 @@ pub enum EngineError {
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(app.settings.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = app.wake.notified() => {}
+            // Report wake-ups are coalesced to at most one pass per tick, so a fleet reporting
+            // hundreds of times a second does not rescan the store back to back.
+            _ = app.reports.notified() => tokio::time::sleep_until(last + app.settings.tick).await,
             _ = shutdown.changed() => return,
         }
+        last = tokio::time::Instant::now();
         if let Err(e) = tick(&app).await {
             tracing::error!(error = %e, "rollout engine step failed; retrying next tick");
         }

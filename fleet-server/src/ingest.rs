@@ -152,7 +152,7 @@ pub async fn store_batch(app: &App, batch: Vec<Verified>) -> Vec<Result<(), Inge
         out.push(account(app, v, r, &mut wake));
     }
     if wake {
-        app.wake.notify_one();
+        app.reports.notify_one();
     }
     out
 }

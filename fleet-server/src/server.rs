@@ -125,6 +125,7 @@ pub async fn run(
         BrokerSettings::External { url } => url.clone(),
     };
     let (out_tx, out_rx) = mpsc::channel(4096);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let app = Arc::new(App {
         store,
         clock: settings.clock.clone(),
@@ -143,13 +144,14 @@ pub async fn run(
         device_keys: RwLock::default(),
         outgoing: out_tx,
         wake: Notify::new(),
+        reports: Notify::new(),
         engine_lock: Mutex::new(()),
         metrics: Metrics::default(),
         delta_jobs: tokio::sync::Semaphore::new(1),
+        stopping: stop_rx.clone(),
         updates: broadcast::channel(1024).0,
         settings,
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
     mqtt::spawn(app.clone(), &broker_url, out_rx, stop_rx.clone())?;
     tokio::spawn(engine::run(app.clone(), stop_rx));
     // Deltas a restart interrupted (pairs already made are skipped cheaply).
@@ -167,9 +169,13 @@ pub async fn run(
         enroll_token,
     });
     tracing::info!(%http, "halyard-server ready");
+    // Tell background tasks and open streams first, so the graceful drain does not wait on them.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     let served = axum::serve(listener, api::router(app))
         .with_graceful_shutdown(shutdown)
         .await;
-    let _ = stop_tx.send(true);
     served.map_err(ServerError::Http)
 }

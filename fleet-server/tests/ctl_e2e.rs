@@ -574,6 +574,16 @@ fn probe(server: &Server, method: &str, path: &str) -> (u16, String) {
     let mut response = agent
         .run(request)
         .unwrap_or_else(|e| panic!("{method} {concrete}: {e}"));
-    let body = response.body_mut().read_to_string().unwrap_or_default();
+    let streaming = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    // A Server-Sent Events stream never ends on its own: its headers are the answer.
+    let body = if streaming {
+        "event stream".to_owned()
+    } else {
+        response.body_mut().read_to_string().unwrap_or_default()
+    };
     (response.status().as_u16(), body)
 }

@@ -219,6 +219,7 @@ fn ingest_refuses_replays(s: &dyn Store) {
             .expect("presence")
     );
     assert!(!s.device(&id).expect("get").expect("device").online);
+    assert_eq!(s.device_counts().expect("counts"), (1, 0));
     assert_eq!(s.device_events(&id, 10).expect("events"), vec![ev]);
     let mut seqs = s.sequences().expect("seqs");
     seqs.sort_by_key(|(_, k, _)| format!("{k:?}"));

@@ -165,15 +165,13 @@ pub async fn delete_site(
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> ApiResult<String> {
-    let all = app.db(|s| Ok((s.devices()?, s.rollouts()?))).await?;
-    let (devices, rollouts) = all;
-    let online = devices.iter().filter(|d| d.online).count() as u64;
+    let ((devices, online), rollouts) = app.db(|s| Ok((s.device_counts()?, s.rollouts()?))).await?;
     let active = rollouts
         .iter()
         .filter(|r| crate::engine::is_active(&r.status))
         .count() as u64;
     Ok(app.metrics.render(&[
-        ("halyard_devices", "Enrolled devices", devices.len() as u64),
+        ("halyard_devices", "Enrolled devices", devices),
         (
             "halyard_devices_online",
             "Devices whose last presence was online",

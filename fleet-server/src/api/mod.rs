@@ -6,6 +6,7 @@ mod admin;
 mod artifacts;
 mod auth;
 mod device;
+mod events;
 mod fleet;
 mod releases;
 mod rollouts;
@@ -118,6 +119,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/rollouts", get(rollouts::list).post(rollouts::create))
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
+        .route("/api/v1/rollouts/{id}/events", get(events::rollout))
+        .route("/api/v1/events", get(events::all))
         .route("/api/v1/rollouts/{id}/{command}", post(rollouts::command))
         .route("/api/v1/tokens", get(admin::tokens).post(admin::create_token))
         .route("/api/v1/tokens/{id}", delete(admin::revoke_token))

@@ -89,6 +89,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // devices
     fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>>;
     fn devices(&self) -> StoreResult<Vec<Device>>;
+    /// (enrolled, online) without reading every device; backends should answer it from an aggregate.
+    fn device_counts(&self) -> StoreResult<(u64, u64)> {
+        let all = self.devices()?;
+        Ok((all.len() as u64, all.iter().filter(|d| d.online).count() as u64))
+    }
     fn set_device_labels(&self, id: &DeviceId, site: Option<&str>, tags: &[String]) -> StoreResult<()>;
     /// Stores a verified message and its sequence number; returns false when `seq` is not above the
     /// last stored one for (device, kind) (a replay; nothing is changed).

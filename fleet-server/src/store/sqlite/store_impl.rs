@@ -98,6 +98,16 @@ impl Store for SqliteStore {
         dv::find_device(&self.conn(), id)
     }
 
+    fn device_counts(&self) -> StoreResult<(u64, u64)> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(online), 0) FROM devices",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(db)
+    }
+
     fn devices(&self) -> StoreResult<Vec<Device>> {
         let rows = self.all(
             &format!("SELECT {} FROM devices ORDER BY id", dv::DEVICE_COLS),
