@@ -1,8 +1,8 @@
 //! Halyard fleet server (`halyard-server`) and operator CLI (`halyardctl`).
 //!
 //! Module map (pure decisions live in the `halyard-rollout` crate; this crate is the I/O shell):
-//! - [`server`]: `run(listener, shutdown, settings)`; [`settings`], [`clock`] (injected time), [`app`]
-//!   (state shared by handlers and tasks).
+//! - [`server`]: `run(listener, shutdown, settings)`; [`background`]: a server on its own thread;
+//!   [`settings`], [`clock`] (injected time), [`app`] (state shared by handlers and tasks).
 //! - [`model`]: the records the server keeps; [`store`]: the `Store` trait, SQLite backend, migrations.
 //! - [`broker`]: the embedded MQTT broker; [`mqtt`]: the server's MQTT client (ingest in, desired out).
 //! - [`ingest`]: verify and store signed device messages (MQTT and HTTPS fallback share it).
@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod app;
+pub mod background;
 pub mod broker;
 pub mod clock;
 pub mod ctl;

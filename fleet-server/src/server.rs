@@ -35,6 +35,8 @@ pub enum ServerError {
     Release(#[from] releases::ReleaseError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("server thread: {0}")]
+    Runtime(String),
 }
 
 /// What a started server tells its caller (printed by the binary).

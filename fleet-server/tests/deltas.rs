@@ -5,8 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -21,9 +19,9 @@ use halyard_protocol::{
     AgentState, DeltaOffer, Desired, DesiredAction, DeviceId, Envelope, Kind, Report, Sha256, Slot,
     SlotReport,
 };
+use halyard_server::background::Background;
 use halyard_server::deltas;
 use halyard_server::model::{Delta, EnrollToken, NewDevice, Release};
-use halyard_server::server::{self, Started};
 use halyard_server::settings::{BrokerSettings, Settings};
 use halyard_server::store::sqlite::SqliteStore;
 use halyard_server::store::{Ingest, Store};
@@ -35,50 +33,24 @@ struct Server {
     url: String,
     admin: String,
     enroll_token: String,
+    // Before `dir`: the server stops before its data directory is removed.
+    _bg: Background,
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        let (ready_tx, ready_rx) = mpsc::channel::<Started>();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let broker = BrokerSettings::Embedded {
-                    listen: "127.0.0.1:0".parse().expect("address"),
-                };
-                let shutdown = async move {
-                    let _ = stop_rx.await;
-                };
-                let on_start = move |s: Started| {
-                    let _ = ready_tx.send(s);
-                };
-                server::run(listener, shutdown, Settings::new(data, broker), on_start)
-                    .await
-                    .expect("server runs");
-            });
-        });
-        let started = ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server started");
-        let admin = std::fs::read_to_string(&started.admin_token_file).expect("admin token file");
+        let broker = BrokerSettings::Embedded {
+            listen: "127.0.0.1:0".parse().expect("address"),
+        };
+        let bg = Background::start(Settings::new(dir.path().join("data"), broker)).expect("server starts");
         Self {
-            url: format!("http://{}", started.http),
-            admin: admin.trim().to_owned(),
-            enroll_token: started.enroll_token.clone(),
+            url: bg.url(),
+            admin: bg.admin_token.clone(),
+            enroll_token: bg.started.enroll_token.clone(),
+            _bg: bg,
             dir,
-            stop: Some(stop),
-            thread: Some(thread),
         }
     }
 
@@ -176,17 +148,6 @@ impl Server {
                 return found;
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use halyard_node::config::MqttSettings;
+use halyard_server::background::Background;
 use halyard_server::settings::{BrokerSettings, Settings};
 use serde_json::Value;
 
@@ -32,66 +33,29 @@ pub enum HarnessError {
     Timeout { what: String, secs: u64 },
 }
 
-/// A server running in this process.
+/// A server running in this process (on its own thread and runtime).
 #[derive(Debug)]
 pub struct ServerHandle {
     pub http: SocketAddr,
     pub broker: String,
     pub admin_token: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    inner: Background,
 }
 
 impl ServerHandle {
     /// Starts a server on 127.0.0.1:0 with `settings`.
     pub fn start(settings: Settings) -> Result<Self, HarnessError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let data_dir = settings.data_dir.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return drop(tx.send(Err(e.to_string()))),
-            };
-            rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-                    Ok(l) => l,
-                    Err(e) => return drop(tx.send(Err(e.to_string()))),
-                };
-                let ready = tx.clone();
-                let shutdown = async move {
-                    let _ = stop_rx.await;
-                };
-                if let Err(e) = halyard_server::server::run(listener, shutdown, settings, move |s| {
-                    drop(ready.send(Ok(s)))
-                })
-                .await
-                {
-                    let _ = tx.send(Err(e.to_string()));
-                }
-            });
-        });
-        let started = rx
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|e| HarnessError::Server(e.to_string()))?
-            .map_err(HarnessError::Server)?;
-        let token = std::fs::read_to_string(halyard_server::server::admin_token_path(&data_dir))
-            .map_err(|e| HarnessError::Server(e.to_string()))?;
+        let inner = Background::start(settings).map_err(|e| HarnessError::Server(e.to_string()))?;
         Ok(Self {
-            http: started.http,
-            broker: started.broker,
-            admin_token: token.trim().to_owned(),
-            shutdown: Some(stop_tx),
-            thread: Some(thread),
+            http: inner.started.http,
+            broker: inner.started.broker.clone(),
+            admin_token: inner.admin_token.clone(),
+            inner,
         })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.http)
+        self.inner.url()
     }
 
     pub fn control(&self) -> Control {
@@ -99,23 +63,8 @@ impl ServerHandle {
     }
 
     /// Graceful stop (the HTTP server drains; background tasks end).
-    pub fn stop(mut self) {
-        self.stop_inner();
-    }
-
-    fn stop_inner(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop_inner();
+    pub fn stop(self) {
+        self.inner.stop();
     }
 }
 
