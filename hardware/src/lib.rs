@@ -11,6 +11,7 @@
 //! - [`watchdog`], [`power`]: `/dev/watchdog` and reboot, each with a fake.
 //! - [`conformance`]: the suite every boot backend passes.
 //! - [`error`]: error types naming backend, path and slot.
+//! - `fuzzing` (hidden): bodies of the cargo-fuzz targets in `hardware/fuzz/`.
 //!
 //! The bootloader side of the contract ships in `hardware/boot/` (`grub.cfg`, `uboot-boot.cmd`).
 
@@ -18,6 +19,8 @@ pub mod block;
 pub mod boot;
 pub mod conformance;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod power;
 pub mod slot;
 pub mod watchdog;

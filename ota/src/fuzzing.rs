@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
+use crate::bundle::format::{BundleHeader, CountingReader};
 use crate::bundle::{self, VerifyPolicy};
-use crate::keys::PrivateKey;
+use crate::keys::{PrivateKey, SignatureEntry};
 use crate::limits::Limits;
 use crate::manifest::Manifest;
 use crate::root::{RootFile, RootSigned, TrustedRoot};
@@ -67,15 +68,24 @@ pub fn pseudo_random_image(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The fixture trust root (release threshold 1), parsed once.
+fn fixture_root() -> Option<&'static TrustedRoot> {
+    static ROOT: OnceLock<Option<TrustedRoot>> = OnceLock::new();
+    ROOT.get_or_init(|| TrustedRoot::from_bytes(&fixture_root_file(1).to_json(), NOW, &Limits::DEFAULT).ok())
+        .as_ref()
+}
+
 /// Fuzz body: every parser that sees untrusted bundle bytes. Must never panic.
 pub fn bundle_reader(data: &[u8]) {
     let limits = Limits::DEFAULT;
     let _ = Manifest::from_canonical_bytes(data);
     let _ = RootFile::parse(data, &limits);
-    static ROOT: OnceLock<Option<TrustedRoot>> = OnceLock::new();
-    let root =
-        ROOT.get_or_init(|| TrustedRoot::from_bytes(&fixture_root_file(1).to_json(), NOW, &limits).ok());
-    let Some(root) = root else {
+    read_bundle(data);
+}
+
+/// Open `data` as a bundle against the fixture root and stream every payload to the end.
+fn read_bundle(data: &[u8]) {
+    let Some(root) = fixture_root() else {
         return;
     };
     let policy = VerifyPolicy {
@@ -84,7 +94,7 @@ pub fn bundle_reader(data: &[u8]) {
         now: NOW,
         active_source_sha256: None,
     };
-    let Ok(mut verified) = bundle::open(data, root, &policy, &limits) else {
+    let Ok(mut verified) = bundle::open(data, root, &policy, &Limits::DEFAULT) else {
         return;
     };
     let mut buf = [0u8; 4096];
@@ -95,6 +105,85 @@ pub fn bundle_reader(data: &[u8]) {
         }
     }
     let _ = verified.finish();
+}
+
+/// Fuzz body: a bundle whose manifest is signed by the harness, so the fuzzer gets past the signature
+/// check into manifest parsing, policy checks and payload streaming. Input: `u16` big-endian manifest
+/// length, the manifest bytes, then the payload area. Must never panic.
+pub fn signed_bundle(data: &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let len = usize::from(u16::from_be_bytes(*len)).min(rest.len());
+    let (manifest, payloads) = rest.split_at(len);
+    let signatures = RELEASE_SEEDS
+        .iter()
+        .map(|seed| SignatureEntry::sign(&PrivateKey::from_seed(seed), manifest))
+        .collect();
+    let header = BundleHeader {
+        manifest: manifest.to_vec(),
+        signatures,
+    };
+    let Ok(mut bytes) = header.encode() else {
+        return;
+    };
+    bytes.extend_from_slice(payloads);
+    read_bundle(&bytes);
+}
+
+/// The [`signed_bundle`] input for a bundle file: its manifest and payload area, without signatures.
+pub fn signed_bundle_input(bundle: &[u8]) -> Option<Vec<u8>> {
+    let mut reader = CountingReader::new(bundle);
+    let header = BundleHeader::read(&mut reader, &Limits::DEFAULT).ok()?;
+    let rest = &bundle[usize::try_from(reader.offset()).ok()?..];
+    let len = u16::try_from(header.manifest.len()).ok()?;
+    Some([&len.to_be_bytes()[..], &header.manifest, rest].concat())
+}
+
+/// Fuzz body: the manifest parser and what must hold of what it accepts. Must never panic.
+pub fn manifest(data: &[u8]) {
+    let Ok(manifest) = Manifest::from_canonical_bytes(data) else {
+        return;
+    };
+    let bytes = manifest.to_canonical_bytes();
+    assert_eq!(bytes, data, "an accepted manifest is canonical");
+    assert_eq!(
+        Manifest::from_canonical_bytes(&bytes).ok().as_ref(),
+        Some(&manifest)
+    );
+    let policy = VerifyPolicy {
+        product: Some(manifest.product.clone()),
+        min_security_version: manifest.security_version,
+        now: NOW,
+        active_source_sha256: None,
+    };
+    let _ = bundle::reader::check_policy(&manifest, &policy, &Limits::DEFAULT);
+}
+
+/// Fuzz body: trust root parsing, trusting and rotation, plain and re-signed by the fixture root key
+/// (so the fuzzer reaches what follows the signature checks). Must never panic.
+pub fn trust_root(data: &[u8]) {
+    let limits = Limits::DEFAULT;
+    let _ = TrustedRoot::from_bytes(data, NOW, &limits);
+    let Some(root) = fixture_root() else {
+        return;
+    };
+    let _ = root.rotate(data, NOW, &limits);
+    let Ok(mut file) = RootFile::parse(data, &limits) else {
+        return;
+    };
+    let json = file.to_json();
+    assert_eq!(
+        RootFile::parse(&json, &limits).ok().as_ref(),
+        Some(&file),
+        "root JSON round trip"
+    );
+    file.sign(&PrivateKey::from_seed(&ROOT_SEED));
+    let json = file.to_json();
+    if let Ok(trusted) = TrustedRoot::from_bytes(&json, NOW, &limits) {
+        let _ = trusted.rotate(&json, NOW, &limits);
+    }
+    let _ = root.rotate(&json, NOW, &limits);
 }
 
 /// Fuzz body: `delta::apply_with(&fixed_source, data, sink)` with a 1 MiB target cap, so a

@@ -58,6 +58,45 @@ fn bundle_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
+fn manifest_seeds() -> Vec<(String, Vec<u8>)> {
+    signed_bundle_seeds()
+        .into_iter()
+        .map(|(name, input)| {
+            let len = usize::from(u16::from_be_bytes([input[0], input[1]]));
+            (name.replace(".input", ".json"), input[2..2 + len].to_vec())
+        })
+        .collect()
+}
+
+fn signed_bundle_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    for name in [
+        "valid",
+        "valid-delta",
+        "payload-hash-mismatch",
+        "trailing-garbage",
+    ] {
+        let bundle = fs::read(data_dir().join(name).join("bundle.hlyb")).unwrap();
+        let input = fuzzing::signed_bundle_input(&bundle).unwrap();
+        seeds.push((format!("seed-{name}.input"), input));
+    }
+    seeds
+}
+
+fn trust_root_seeds() -> Vec<(String, Vec<u8>)> {
+    let root = fuzzing::fixture_root_file(1);
+    let mut next = halyard_ota::root::RootFile::unsigned(root.signed.next_version(fuzzing::ROOT_EXPIRES));
+    next.sign(&halyard_ota::keys::PrivateKey::from_seed(&fuzzing::ROOT_SEED));
+    vec![
+        ("seed-root.json".to_owned(), root.to_json()),
+        (
+            "seed-root-threshold2.json".to_owned(),
+            fuzzing::fixture_root_file(2).to_json(),
+        ),
+        ("seed-root-next.json".to_owned(), next.to_json()),
+    ]
+}
+
 fn load(target: &str) -> Vec<Vec<u8>> {
     let mut inputs: Vec<Vec<u8>> = fs::read_dir(corpus_dir(target))
         .unwrap()
@@ -70,7 +109,14 @@ fn load(target: &str) -> Vec<Vec<u8>> {
 #[test]
 fn seed_corpus_exists() {
     if std::env::var_os("HALYARD_REGENERATE_FIXTURES").is_some() {
-        for (target, seeds) in [("bundle_reader", bundle_seeds()), ("patch_apply", patch_seeds())] {
+        let targets = [
+            ("bundle_reader", bundle_seeds()),
+            ("patch_apply", patch_seeds()),
+            ("manifest", manifest_seeds()),
+            ("trust_root", trust_root_seeds()),
+            ("signed_bundle", signed_bundle_seeds()),
+        ];
+        for (target, seeds) in targets {
             fs::create_dir_all(corpus_dir(target)).unwrap();
             for (name, bytes) in seeds {
                 fs::write(corpus_dir(target).join(name), bytes).unwrap();
@@ -79,6 +125,9 @@ fn seed_corpus_exists() {
     }
     assert!(load("bundle_reader").len() >= 10);
     assert!(load("patch_apply").len() >= 3);
+    assert!(load("manifest").len() >= 4);
+    assert!(load("trust_root").len() >= 3);
+    assert!(load("signed_bundle").len() >= 4);
 }
 
 /// xorshift64*: deterministic mutations without a dependency.
@@ -157,4 +206,19 @@ fn bundle_reader_survives_corpus_and_mutations() {
 #[test]
 fn patch_apply_survives_corpus_and_mutations() {
     exercise("patch_apply", fuzzing::patch_apply, 4000);
+}
+
+#[test]
+fn manifest_survives_corpus_and_mutations() {
+    exercise("manifest", fuzzing::manifest, 4000);
+}
+
+#[test]
+fn trust_root_survives_corpus_and_mutations() {
+    exercise("trust_root", fuzzing::trust_root, 2000);
+}
+
+#[test]
+fn signed_bundle_survives_corpus_and_mutations() {
+    exercise("signed_bundle", fuzzing::signed_bundle, 2000);
 }

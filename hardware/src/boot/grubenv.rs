@@ -128,7 +128,9 @@ impl GrubEnvBlock {
         let mut p = SIGNATURE.len();
         while p + n.len() + 1 < content_end {
             if b[p..].starts_with(n) && b[p + n.len()] == b'=' {
-                let nl = next_line(&b[..content_end], p + n.len() + 1) - 1;
+                // A value ending in `\` escapes the block's last newline; stop at that newline
+                // anyway, so edits stay inside the content (found by the `grubenv` fuzz target).
+                let nl = (next_line(&b[..content_end], p + n.len() + 1) - 1).min(content_end - 1);
                 return Some((p, nl));
             }
             p = next_line(b, p);
