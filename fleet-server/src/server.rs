@@ -98,14 +98,21 @@ fn open_data_dir(settings: &Settings) -> Result<(Arc<dyn Store>, std::path::Path
     Ok((store, artifacts))
 }
 
-/// Starts everything, calls `on_start` once the server is ready, and serves until `shutdown`.
-pub async fn run(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    settings: Settings,
-    on_start: impl FnOnce(Started),
-) -> Result<(), ServerError> {
-    let http = listener.local_addr().map_err(ServerError::Http)?;
+/// A server's state without its network tasks: what [`run`] builds before it connects to the broker,
+/// starts the engine and serves HTTP. The simulator's virtual-time mode drives it directly (engine
+/// ticks, ingest, the `outgoing` desired messages) with an injected clock.
+#[derive(Debug)]
+pub struct Core {
+    pub app: Arc<App>,
+    /// Retained messages the engine wants published (the MQTT task's input in [`run`]).
+    pub outgoing: mpsc::Receiver<crate::app::Outgoing>,
+    /// Set to `true` to tell long-lived tasks and streams to end.
+    pub stop: watch::Sender<bool>,
+}
+
+/// Opens the data directory (store, server key, trust root, artifacts) into a [`Core`]; devices are
+/// told `public_url` for artifacts and `broker_url` for MQTT (unless the settings override them).
+pub fn core(settings: Settings, public_url: String, broker_url: &str) -> Result<Core, ServerError> {
     let (store, artifacts_dir) = open_data_dir(&settings)?;
     let key = secrets::load_or_create_server_key(&settings.data_dir)?;
     let now = settings.clock.now();
@@ -122,25 +129,18 @@ pub async fn run(
             now,
         )?);
     }
-    let broker_url = match &settings.broker {
-        BrokerSettings::Embedded { listen } => format!("mqtt://{}", broker::start(*listen)?),
-        BrokerSettings::External { url } => url.clone(),
-    };
-    let (out_tx, out_rx) = mpsc::channel(4096);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (out_tx, outgoing) = mpsc::channel(4096);
+    let (stop, stop_rx) = watch::channel(false);
     let app = Arc::new(App {
         store,
         clock: settings.clock.clone(),
         server_key_pem: secrets::public_pem(&key),
         key,
-        public_url: settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{http}")),
+        public_url: settings.public_url.clone().unwrap_or(public_url),
         device_broker_url: settings
             .device_broker_url
             .clone()
-            .unwrap_or_else(|| broker_url.clone()),
+            .unwrap_or_else(|| broker_url.to_owned()),
         artifacts_dir,
         trust: RwLock::new(trust),
         device_keys: RwLock::default(),
@@ -150,10 +150,31 @@ pub async fn run(
         engine_lock: Mutex::new(()),
         metrics: Metrics::default(),
         delta_jobs: tokio::sync::Semaphore::new(1),
-        stopping: stop_rx.clone(),
+        stopping: stop_rx,
         updates: broadcast::channel(1024).0,
         settings,
     });
+    Ok(Core { app, outgoing, stop })
+}
+
+/// Starts everything, calls `on_start` once the server is ready, and serves until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: Settings,
+    on_start: impl FnOnce(Started),
+) -> Result<(), ServerError> {
+    let http = listener.local_addr().map_err(ServerError::Http)?;
+    let broker_url = match &settings.broker {
+        BrokerSettings::Embedded { listen } => format!("mqtt://{}", broker::start(*listen)?),
+        BrokerSettings::External { url } => url.clone(),
+    };
+    let Core {
+        app,
+        outgoing: out_rx,
+        stop: stop_tx,
+    } = core(settings, format!("http://{http}"), &broker_url)?;
+    let stop_rx = app.stopping.clone();
     mqtt::spawn(app.clone(), &broker_url, out_rx, stop_rx.clone())?;
     tokio::spawn(engine::run(app.clone(), stop_rx));
     // Deltas a restart interrupted (pairs already made are skipped cheaply).
