@@ -24,6 +24,7 @@ pub fn device(d: &Device) -> DeviceView {
         reason,
         healthy: report.and_then(|r| r.health.as_ref()).map(|h| h.healthy),
         last_seen: d.last_seen,
+        online: d.online,
     }
 }
 

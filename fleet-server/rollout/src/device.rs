@@ -51,6 +51,13 @@ pub struct DeviceView {
     pub healthy: Option<bool>,
     /// Last report, unix seconds.
     pub last_seen: i64,
+    /// Connected to the broker now (its presence; `false` once the broker published its last will).
+    #[serde(default = "connected")]
+    pub online: bool,
+}
+
+fn connected() -> bool {
+    true
 }
 
 impl DeviceView {

@@ -74,7 +74,8 @@ impl Ctx<'_> {
         self.decide(Some(index), DecisionKind::Requeued, message);
     }
 
-    /// Silence counts while the device updates, and while its wave soaks.
+    /// Silence counts while the device updates, and, once it committed, while its wave soaks and the
+    /// device is offline: an idle agent has nothing to report, so a connected one is not silent.
     fn silence(&self, view: &crate::DeviceView, rec: &DeviceRecord) -> Option<(FailureKind, String)> {
         let soaking = rec.wave_index == self.state.wave_index
             && self
@@ -82,7 +83,7 @@ impl Ctx<'_> {
                 .waves
                 .get(rec.wave_index)
                 .is_some_and(|w| w.completed_at.is_none());
-        if rec.committed_at.is_some() && !soaking {
+        if rec.committed_at.is_some() && (!soaking || view.online) {
             return None;
         }
         let since = rec

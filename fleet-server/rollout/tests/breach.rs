@@ -147,6 +147,30 @@ fn silent_device_counts_as_failure_only_after_the_limit() {
 }
 
 #[test]
+fn a_committed_device_quiet_through_a_long_soak_is_silent_only_once_offline() {
+    let mut f = fleet(Breach::Pause, |_| Behave::Good);
+    let first = f.step();
+    f.apply(&first);
+    f.step();
+    let canary = f.state.waves[0].devices[0].clone();
+    // Idle agents send nothing: time passes without reports.
+    f.now = Timestamp::from_second(f.now.as_second() + 1200).unwrap();
+    f.step();
+    assert_eq!(
+        f.state.status,
+        Status::Running,
+        "connected and quiet is not silent"
+    );
+    f.dev(&canary).online = false;
+    f.now = Timestamp::from_second(f.now.as_second() + 1).unwrap();
+    f.step();
+    let Status::Paused { reason } = &f.state.status else {
+        panic!("{:?}", f.state.status)
+    };
+    assert!(reason.contains("silent"), "{reason}");
+}
+
+#[test]
 fn device_offline_before_assignment_gets_the_full_silence_limit() {
     let mut f = fleet(Breach::Pause, |_| Behave::Good);
     for d in &mut f.devices {

@@ -70,6 +70,7 @@ pub fn device(id: &str, site: &str, hw: &str, now: Timestamp) -> DeviceView {
         reason: None,
         healthy: None,
         last_seen: now.as_second(),
+        online: true,
     }
 }
 
