@@ -59,6 +59,11 @@ pub enum Check {
         /// Limit.
         timeout: Duration,
     },
+    /// Healthy while `path` exists: the ready marker an application writes once it serves.
+    File {
+        /// The marker.
+        path: PathBuf,
+    },
 }
 
 /// How the `server` check reaches the fleet server.
@@ -117,6 +122,7 @@ impl Check {
                 probe: ServerProbe::Http { url, .. },
                 ..
             } => format!("server:http {url}"),
+            Self::File { path } => format!("file:{}", path.display()),
         }
     }
 
@@ -147,6 +153,11 @@ impl Check {
             }),
             Self::SystemdUnit { unit, timeout } => systemd_unit(Path::new(SYSTEMD_MARKER), unit, *timeout),
             Self::Server { probe, timeout } => server(probe, *timeout),
+            Self::File { path } => match path.try_exists() {
+                Ok(true) => Verdict::Pass,
+                Ok(false) => Verdict::Fail("missing".to_owned()),
+                Err(e) => Verdict::Fail(e.to_string()),
+            },
         };
         let name = self.name();
         tracing::debug!(check = %name, ?verdict, "health check");

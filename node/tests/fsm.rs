@@ -347,3 +347,47 @@ mod walks {
         }
     }
 }
+
+#[test]
+fn a_staged_image_waits_for_the_new_window_of_the_same_release() {
+    use halyard_protocol::{DesiredAction, Window};
+    let staged = sample_states()
+        .into_iter()
+        .find(|s| matches!(s, State::Staged(_)))
+        .unwrap();
+    let State::Staged(before) = &staged else { panic!() };
+    let (_, event) = sample_events().into_iter().next().unwrap();
+    let Event::Desired {
+        mut action, running, ..
+    } = event
+    else {
+        panic!()
+    };
+    let later = Window {
+        not_before: SAMPLE_NOW + 86_400,
+        not_after: SAMPLE_NOW + 90_000,
+    };
+    let DesiredAction::Install { version, window, .. } = &mut action else {
+        panic!()
+    };
+    *version = before.update.version.clone();
+    *window = Some(later);
+    let moved = Event::Desired {
+        rollout: before.update.rollout.clone(),
+        action,
+        running,
+    };
+    let (to, actions) = next(&staged, &moved, SAMPLE_NOW).unwrap();
+    let State::Staged(after) = &to else {
+        panic!("{to:?}")
+    };
+    assert_eq!(after.update.window, Some(later));
+    assert_eq!(
+        after.image, before.image,
+        "the image stays staged: nothing is fetched again"
+    );
+    assert!(matches!(actions.as_slice(), [Action::Journal(_)]), "{actions:?}");
+    assert_eq!(next(&to, &moved, SAMPLE_NOW).unwrap(), (to.clone(), vec![]));
+    assert_eq!(wakeup(&to, SAMPLE_NOW), None, "waits for the new window");
+    assert_eq!(wakeup(&to, later.not_before), Some(Event::WindowOpen));
+}

@@ -130,6 +130,9 @@ pub(super) enum Check {
         via: String,
         timeout_secs: u64,
     },
+    File {
+        path: PathBuf,
+    },
 }
 
 fn via_broker() -> String {

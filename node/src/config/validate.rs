@@ -291,6 +291,7 @@ fn check(c: file::Check, probes: &Probes) -> Result<Check, ConfigError> {
             probe: server_probe(&via, probes)?,
             timeout: timeout(timeout_secs)?,
         },
+        file::Check::File { path } => Check::File { path },
     })
 }
 

@@ -111,6 +111,19 @@ fn on_desired(state: &State, rollout: &Option<String>, action: &DesiredAction, r
             window,
             deadline,
         } => {
+            if let State::Staged(s) = state
+                && s.update.version == *version
+                && (s.update.window, s.update.deadline, &s.update.rollout) != (*window, *deadline, rollout)
+            {
+                // The server moved the job (its window passed before the reboot): wait for the new one.
+                let mut staging = s.clone();
+                (
+                    staging.update.window,
+                    staging.update.deadline,
+                    staging.update.rollout,
+                ) = (*window, *deadline, rollout.clone());
+                return go(state, State::Staged(staging), vec![], None);
+            }
             if already_handled(state, rollout, version, running) {
                 return stay(state, vec![]);
             }
