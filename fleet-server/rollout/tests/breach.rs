@@ -154,7 +154,7 @@ fn a_committed_device_quiet_through_a_long_soak_is_silent_only_once_offline() {
     f.step();
     let canary = f.state.waves[0].devices[0].clone();
     // Idle agents send nothing: time passes without reports.
-    f.now = Timestamp::from_second(f.now.as_second() + 1200).unwrap();
+    f.now = jiff::Timestamp::from_second(f.now.as_second() + 1200).unwrap();
     f.step();
     assert_eq!(
         f.state.status,
@@ -162,7 +162,7 @@ fn a_committed_device_quiet_through_a_long_soak_is_silent_only_once_offline() {
         "connected and quiet is not silent"
     );
     f.dev(&canary).online = false;
-    f.now = Timestamp::from_second(f.now.as_second() + 1).unwrap();
+    f.now = jiff::Timestamp::from_second(f.now.as_second() + 1).unwrap();
     f.step();
     let Status::Paused { reason } = &f.state.status else {
         panic!("{:?}", f.state.status)
