@@ -42,6 +42,8 @@ pub struct App {
     pub reports: Notify,
     /// Serializes engine steps and operator commands on rollouts.
     pub engine_lock: Mutex<()>,
+    /// Whether this replica runs the rollout engine now.
+    pub leader: crate::leader::Leadership,
     pub metrics: Metrics,
     /// Bounds server-side delta jobs to one at a time (each holds two images in memory).
     pub delta_jobs: tokio::sync::Semaphore,

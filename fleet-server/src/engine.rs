@@ -2,6 +2,10 @@
 //! names, calls `step` (on every tick and wake-up) or `command` (operator), and stores the returned
 //! state, decisions, desired envelopes and quarantines in ONE store transaction before publishing the
 //! envelopes. A crash between commit and publish is healed by the republish on (re)connect.
+//!
+//! Only the replica holding the engine lease steps rollouts (`crate::leader`); each commit is fenced
+//! by the lease epoch and by the rollout state it was computed from. Operator commands run on any
+//! replica, fenced by the state alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use crate::app::{App, Outgoing};
 use crate::desired::{self, Context};
 use crate::model::{Decision, Quarantine, Rollout};
 use crate::selector::{Selector, SelectorError};
-use crate::store::{StepCommit, StoreError};
+use crate::store::{Fence, StepCommit, StoreError};
 use crate::views;
 
 /// A rollout could not be advanced.
@@ -65,8 +69,11 @@ pub fn is_active(status: &str) -> bool {
     matches!(status, "running" | "paused" | "reverting")
 }
 
-/// One pass over every active rollout.
+/// One pass over every active rollout, if this replica leads the engine.
 pub async fn tick(app: &App) -> Result<(), EngineError> {
+    let Some(epoch) = app.leader.epoch() else {
+        return Ok(());
+    };
     let _guard = app.engine_lock.lock().await;
     let rollouts = app.db(|s| s.rollouts()).await?;
     if !rollouts.iter().any(|r| is_active(&r.status)) {
@@ -74,7 +81,7 @@ pub async fn tick(app: &App) -> Result<(), EngineError> {
     }
     let mut ctx = Context::load(app).await?;
     for r in rollouts.iter().filter(|r| is_active(&r.status)) {
-        advance(app, r, &mut ctx, None).await?;
+        advance(app, r, &mut ctx, Trigger::Tick { epoch }).await?;
     }
     Ok(())
 }
@@ -88,7 +95,7 @@ pub async fn command(app: &App, id: &str, cmd: Command, actor: &str) -> Result<R
         .await?
         .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
     let mut ctx = Context::load(app).await?;
-    advance(app, &r, &mut ctx, Some((cmd, actor))).await?;
+    advance(app, &r, &mut ctx, Trigger::Command(cmd, actor)).await?;
     let wanted = id.to_owned();
     app.db(move |s| s.rollout(&wanted))
         .await?
@@ -107,12 +114,13 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn advance(
-    app: &App,
-    r: &Rollout,
-    ctx: &mut Context,
-    cmd: Option<(Command, &str)>,
-) -> Result<(), EngineError> {
+/// What moves a rollout: the leader's periodic step, or an operator's command.
+enum Trigger<'a> {
+    Tick { epoch: u64 },
+    Command(Command, &'a str),
+}
+
+async fn advance(app: &App, r: &Rollout, ctx: &mut Context, how: Trigger<'_>) -> Result<(), EngineError> {
     let spec: RolloutSpec = parse(r, "spec", &r.spec)?;
     let state: RolloutState = parse(r, "state", &r.state)?;
     let selector = Selector::parse(&r.selector)?;
@@ -124,17 +132,25 @@ async fn advance(
         .collect();
     let device_views: Vec<_> = targets.iter().map(|d| views::device(d)).collect();
     let now = Timestamp::from_second(app.now()).unwrap_or(Timestamp::UNIX_EPOCH);
-    let step = match cmd {
-        None => halyard_rollout::step(&spec, &state, &device_views, &ctx.sites, now),
-        Some((c, actor)) => {
-            halyard_rollout::command(&spec, &state, c, actor, &device_views, &ctx.sites, now)?
-        }
+    let (step, epoch) = match how {
+        Trigger::Tick { epoch } => (
+            halyard_rollout::step(&spec, &state, &device_views, &ctx.sites, now),
+            Some(epoch),
+        ),
+        Trigger::Command(c, actor) => (
+            halyard_rollout::command(&spec, &state, c, actor, &device_views, &ctx.sites, now)?,
+            None,
+        ),
     };
     let new_state = serde_json::to_value(&step.state).map_err(|e| EngineError::Seal(e.to_string()))?;
     if step.actions.is_empty() && step.decisions.is_empty() && new_state == r.state {
         return Ok(());
     }
-    let commit = build_commit(app, r, &step, new_state, ctx)?;
+    let mut commit = build_commit(app, r, &step, new_state, ctx)?;
+    commit.fence = Fence {
+        epoch,
+        prior_state: Some(r.state.clone()),
+    };
     let now_s = app.now();
     let (id, to_store) = (r.id.clone(), commit.clone());
     app.db(move |s| s.commit_step(&id, &to_store, now_s)).await?;

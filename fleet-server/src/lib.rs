@@ -3,9 +3,11 @@
 //! Module map (pure decisions live in the `halyard-rollout` crate; this crate is the I/O shell):
 //! - [`server`]: `run(listener, shutdown, settings)`; [`background`]: a server on its own thread;
 //!   [`settings`], [`clock`] (injected time), [`app`] (state shared by handlers and tasks).
-//! - [`model`]: the records the server keeps; [`store`]: the `Store` trait, SQLite backend, migrations.
+//! - [`model`]: the records the server keeps; [`store`]: the `Store` trait, SQLite and PostgreSQL
+//!   backends, migrations.
 //! - [`broker`]: the embedded MQTT broker; [`mqtt`]: the server's MQTT client (ingest in, desired out).
 //! - [`ingest`]: verify and store signed device messages (MQTT and HTTPS fallback share it).
+//! - [`leader`]: which replica runs the rollout engine (lease with a fencing epoch).
 //! - [`engine`]: drives the rollout engine and commits each step atomically; [`desired`]: actions to
 //!   signed `desired` envelopes; [`views`]: records to engine inputs; [`selector`]: device selectors.
 //! - [`releases`]: bundle upload verification and the trust root; [`secrets`]: server key and tokens.
@@ -22,6 +24,7 @@ pub mod deltas;
 pub mod desired;
 pub mod engine;
 pub mod ingest;
+pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;

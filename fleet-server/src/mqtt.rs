@@ -52,7 +52,8 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), BrokerUrlError> {
     let (host, port) = parse_url(url)?;
-    let mut opts = MqttOptions::new(format!("halyard-server-{}", std::process::id()), host, port);
+    // Unique per replica (process ids repeat across containers; two clients with one id evict each other).
+    let mut opts = MqttOptions::new(format!("halyard-server-{}", app.leader.id()), host, port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(true);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);

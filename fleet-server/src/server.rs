@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, Notify, broadcast, mpsc, watch};
 use crate::app::App;
 use crate::metrics::Metrics;
 use crate::model::{ApiToken, Role};
-use crate::settings::{BrokerSettings, Settings};
+use crate::settings::{BrokerSettings, Database, Settings};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::{api, broker, engine, mqtt, releases, secrets};
@@ -93,9 +93,27 @@ fn open_data_dir(settings: &Settings) -> Result<(Arc<dyn Store>, std::path::Path
         path: artifacts.display().to_string(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("halyard.db"))?);
+    let store = open_store(settings)?;
     ensure_admin_token(store.as_ref(), dir, settings.clock.now())?;
     Ok((store, artifacts))
+}
+
+fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ServerError> {
+    Ok(match &settings.database {
+        Database::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir.join("halyard.db"))?),
+        #[cfg(feature = "postgres")]
+        Database::Postgres { url } => Arc::new(crate::store::postgres::PgStore::open(
+            url,
+            crate::store::postgres::DEFAULT_POOL,
+        )?),
+        #[cfg(not(feature = "postgres"))]
+        Database::Postgres { .. } => {
+            return Err(crate::store::StoreError::Backend(
+                "this halyard-server was built without the `postgres` feature".into(),
+            )
+            .into());
+        }
+    })
 }
 
 /// A server's state without its network tasks: what [`run`] builds before it connects to the broker,
@@ -148,6 +166,7 @@ pub fn core(settings: Settings, public_url: String, broker_url: &str) -> Result<
         wake: Notify::new(),
         reports: Notify::new(),
         engine_lock: Mutex::new(()),
+        leader: crate::leader::Leadership::new(),
         metrics: Metrics::default(),
         delta_jobs: tokio::sync::Semaphore::new(1),
         stopping: stop_rx,
@@ -173,9 +192,16 @@ pub async fn run(
         app,
         outgoing: out_rx,
         stop: stop_tx,
-    } = core(settings, format!("http://{http}"), &broker_url)?;
+    } = {
+        // The PostgreSQL client blocks on its own runtime: open the store off the async threads.
+        let (public, broker) = (format!("http://{http}"), broker_url.clone());
+        tokio::task::spawn_blocking(move || core(settings, public, &broker))
+            .await
+            .map_err(|e| ServerError::Runtime(e.to_string()))??
+    };
     let stop_rx = app.stopping.clone();
     mqtt::spawn(app.clone(), &broker_url, out_rx, stop_rx.clone())?;
+    tokio::spawn(crate::leader::run(app.clone(), stop_rx.clone()));
     tokio::spawn(engine::run(app.clone(), stop_rx));
     // Deltas a restart interrupted (pairs already made are skipped cheaply).
     crate::deltas::schedule_all(&app);

@@ -17,11 +17,39 @@ pub enum BrokerSettings {
     External { url: String },
 }
 
+/// Where the server keeps its records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Database {
+    /// `halyard.db` in the data directory (one server).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by several replicas, e.g. `postgres://halyard@db/halyard`.
+    Postgres { url: String },
+}
+
+impl Database {
+    /// `postgres://...` or `postgresql://...` selects PostgreSQL; `sqlite` (or empty) the default.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        match url {
+            "" | "sqlite" => Ok(Self::Sqlite),
+            u if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(Self::Postgres { url: u.to_owned() })
+            }
+            _ => Err(format!(
+                "unsupported database URL {url:?}: expected postgres://... or sqlite"
+            )),
+        }
+    }
+}
+
 /// Everything `run` needs besides its listener and shutdown signal.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
     pub broker: BrokerSettings,
+    pub database: Database,
+    /// How long the engine lease lasts without renewal (fail-over time when a leader dies).
+    pub lease_ttl: Duration,
     /// Base URL devices use to reach this server (artifact URLs); default `http://<listener address>`.
     pub public_url: Option<String>,
     /// Broker URL handed to devices at enrollment; default derived from `broker`.
@@ -43,6 +71,8 @@ impl Settings {
         Self {
             data_dir: data_dir.into(),
             broker,
+            database: Database::Sqlite,
+            lease_ttl: Duration::from_secs(10),
             public_url: None,
             device_broker_url: None,
             trust_root: None,

@@ -83,6 +83,20 @@ struct Args {
     /// Label for the broker in the result ("mosquitto", "embedded").
     #[arg(long, default_value = "mosquitto")]
     broker_name: String,
+    /// Another replica's base URL: its `/metrics` counters are added to the server's (replicas on one
+    /// database each store a share of the messages). Repeatable.
+    #[arg(long)]
+    also_metrics: Vec<String>,
+}
+
+impl Args {
+    /// Every base URL whose `/metrics` are summed, comma-separated (see `observe::scrape`).
+    fn metrics_bases(&self) -> String {
+        std::iter::once(self.http.as_str())
+            .chain(self.also_metrics.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 #[tokio::main]
@@ -137,7 +151,7 @@ async fn measure(
     probes: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let agent = http::agent();
-    let (m0, _) = scrape(&agent, &args.http)?;
+    let (m0, _) = scrape(&agent, &args.metrics_bases())?;
     let start_us = shared.us() + (args.warmup * 1e6) as u64;
     let end_us = start_us + (args.duration * 1e6) as u64;
     let (ptx, prx) = tokio::sync::mpsc::unbounded_channel::<ProbeJob>();
@@ -152,7 +166,7 @@ async fn measure(
         prx,
     ));
     let window = tokio::spawn(window_marks(
-        args.http.clone(),
+        args.metrics_bases(),
         shared.clone(),
         start_us,
         end_us,
@@ -163,10 +177,10 @@ async fn measure(
     let sent = publish_loop(devices, clients, args, shared, ptx).await;
     let (w0, w1) = window.await?;
     follower.await?;
-    let drained = drain(&agent, &args.http, m0.ingested + sent.total as f64).await;
+    let drained = drain(&agent, &args.metrics_bases(), m0.ingested + sent.total as f64).await;
     rss_stop.store(true, Relaxed);
     let rss_peak = rss.await?;
-    let (m_end, _) = scrape(&agent, &args.http)?;
+    let (m_end, _) = scrape(&agent, &args.metrics_bases())?;
     let probe = std::mem::take(&mut *results.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?);
     let ack = sorted(
         shared

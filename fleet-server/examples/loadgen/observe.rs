@@ -80,7 +80,27 @@ pub struct Scrape {
     pub buckets: Vec<(f64, f64)>,
 }
 
-pub fn scrape(agent: &ureq::Agent, base: &str) -> anyhow::Result<(Scrape, f64)> {
+/// `/metrics` of `bases` (comma-separated base URLs, one per replica), counters summed.
+pub fn scrape(agent: &ureq::Agent, bases: &str) -> anyhow::Result<(Scrape, f64)> {
+    let mut total = Scrape::default();
+    let mut took = 0f64;
+    for base in bases.split(',') {
+        let (s, t) = scrape_one(agent, base)?;
+        total.ingested += s.ingested;
+        total.rejected += s.rejected;
+        if total.buckets.is_empty() {
+            total.buckets = s.buckets;
+        } else {
+            for (sum, (_, v)) in total.buckets.iter_mut().zip(s.buckets) {
+                sum.1 += v;
+            }
+        }
+        took = took.max(t);
+    }
+    Ok((total, took))
+}
+
+fn scrape_one(agent: &ureq::Agent, base: &str) -> anyhow::Result<(Scrape, f64)> {
     let t = std::time::Instant::now();
     let text = http::get(agent, &format!("{base}/metrics"), "")?;
     let took = t.elapsed().as_secs_f64();

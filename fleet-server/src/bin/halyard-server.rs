@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use halyard_server::server::{self, Started};
-use halyard_server::settings::{BrokerSettings, Settings};
+use halyard_server::settings::{BrokerSettings, Database, Settings};
 
 /// The Halyard fleet server: device API, MQTT ingest, rollout engine, operator API.
 ///
@@ -40,12 +40,19 @@ struct Args {
     /// Install (first start) or rotate to this trust root (root.json).
     #[arg(long, env = "HALYARD_TRUST_ROOT")]
     trust_root: Option<PathBuf>,
+    /// Keep records in PostgreSQL (postgres://user@host/db) instead of SQLite in the data directory;
+    /// several replicas may share one database (the rollout engine runs on one of them at a time).
+    #[arg(long, env = "HALYARD_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seconds the rollout-engine lease lasts unrenewed: how soon another replica takes over.
+    #[arg(long, env = "HALYARD_LEASE_TTL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    lease_ttl_secs: u64,
     /// Print the admin token created on first start and exit.
     #[arg(long)]
     print_admin_token: bool,
 }
 
-fn settings(args: &Args) -> Settings {
+fn settings(args: &Args) -> anyhow::Result<Settings> {
     let broker = match &args.broker {
         Some(url) => BrokerSettings::External { url: url.clone() },
         None => BrokerSettings::Embedded { listen: args.mqtt },
@@ -54,7 +61,11 @@ fn settings(args: &Args) -> Settings {
     s.public_url = args.public_url.clone();
     s.device_broker_url = args.device_broker_url.clone();
     s.trust_root = args.trust_root.clone();
-    s
+    if let Some(url) = &args.database_url {
+        s.database = Database::from_url(url).map_err(anyhow::Error::msg)?;
+    }
+    s.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_secs);
+    Ok(s)
 }
 
 fn print_started(s: &Started) {
@@ -106,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("listening on {}", args.http))?;
-    server::run(listener, shutdown_signal(), settings(&args), |s| {
+    server::run(listener, shutdown_signal(), settings(&args)?, |s| {
         print_started(&s)
     })
     .await?;

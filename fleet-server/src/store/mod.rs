@@ -6,8 +6,14 @@
 //! Every method is one transaction. Operations that must be atomic for crash safety are single methods:
 //! [`Store::enroll`] (consume token + create device), [`Store::commit_step`] (rollout state + decisions
 //! + desired envelopes + quarantines), [`Store::ingest`] (device state + its sequence number).
+//!
+//! Several server replicas may share one PostgreSQL database. The rollout engine then runs on the
+//! holder of the engine lease ([`Store::engine_lease`], see `crate::leader`), and every step carries a
+//! [`Fence`] the store checks inside the step's transaction, so a deposed leader cannot commit.
 
 pub mod migrations;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use halyard_protocol::{DeviceId, Kind};
@@ -30,6 +36,9 @@ pub enum StoreError {
     NotFound { what: &'static str, key: String },
     #[error("schema version {found} is newer than this server understands ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
+    /// A fenced write lost: the engine lease moved on, or the rollout changed since it was read.
+    #[error("{what} of {key:?} changed since this step was computed; step not applied")]
+    Fenced { what: &'static str, key: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -70,6 +79,18 @@ pub struct StepCommit {
     pub decisions: Vec<Decision>,
     pub desired: Vec<DesiredRecord>,
     pub quarantines: Vec<Quarantine>,
+    pub fence: Fence,
+}
+
+/// Preconditions a shared-database backend checks inside the step's transaction. The single-process
+/// SQLite backend needs neither (one writer, engine steps serialized by the engine lock).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Fence {
+    /// The engine lease epoch this step was computed under (a fencing token): refused once another
+    /// replica took the lease. `None` for operator commands, which any replica may apply.
+    pub epoch: Option<u64>,
+    /// The rollout state the step was computed from: refused if another writer changed it since.
+    pub prior_state: Option<serde_json::Value>,
 }
 
 /// The server's storage.
@@ -142,4 +163,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // key-value settings of the server itself (schema-free small values)
     fn meta(&self, key: &str) -> StoreResult<Option<String>>;
     fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    // leadership of the rollout engine among replicas
+    /// Takes or renews the engine lease for `holder` for `ttl_ms`; `Some(epoch)` while `holder` leads.
+    /// A single-process backend is always the leader (epoch 1).
+    fn engine_lease(&self, holder: &str, ttl_ms: i64) -> StoreResult<Option<u64>> {
+        let _ = (holder, ttl_ms);
+        Ok(Some(1))
+    }
+    /// Gives the lease up (graceful shutdown) so another replica takes over without waiting.
+    fn release_engine_lease(&self, holder: &str) -> StoreResult<()> {
+        let _ = holder;
+        Ok(())
+    }
 }
