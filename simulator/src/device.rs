@@ -376,10 +376,10 @@ impl halyard_hardware::watchdog::Clock for RealTime {
 
 /// The journal's crash points on the machine's power rail: once the power is cut, reaching one fails.
 #[derive(Debug)]
-struct RailCrash(std::sync::Mutex<FaultyDevice<MemDevice>>);
+pub(crate) struct RailCrash(std::sync::Mutex<FaultyDevice<MemDevice>>);
 
 impl RailCrash {
-    fn new(rail: &PowerRail) -> Self {
+    pub(crate) fn new(rail: &PowerRail) -> Self {
         Self(std::sync::Mutex::new(FaultyDevice::new(
             MemDevice::new("crash-points", 1),
             rail.clone(),

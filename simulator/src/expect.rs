@@ -2,7 +2,8 @@
 //!
 //! Forms: `all_on("V")`; `bricked == N`; `max_devices_on("V") <op> N` or `N%` (of all devices);
 //! `devices_on("V") <op> N|N%` (at the end); `power_cuts <op> N` (faults that struck); `rollout("ID").state == "S"`;
-//! `quarantined("V") == "hw1,hw2"` (sorted, comma-separated). Operators: `== != <= >= < >`.
+//! `quarantined("V") == "hw1,hw2"` (sorted, comma-separated); `all_on("V") by "36h"` (every device ran V
+//! at some sample no later than that long after the start). Operators: `== != <= >= < >`.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,8 @@ pub struct Observed {
     pub bricked: u64,
     /// Power cuts that struck (from `[[fault]]` entries).
     pub power_cuts: u64,
+    /// Seconds after the start when every device first ran a version (from the samples).
+    pub all_on_since: BTreeMap<String, f64>,
 }
 
 /// A parse error.
@@ -33,6 +36,7 @@ pub struct ExpectError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Subject {
     AllOn(String),
+    AllOnBy(String, u64),
     Bricked,
     PowerCuts,
     MaxOn(String),
@@ -107,7 +111,14 @@ impl Expect {
         };
         let t = text.trim();
         let (subject, rest) = if let Some((v, rest)) = call(t, "all_on") {
-            (Subject::AllOn(v.into()), rest)
+            match rest.trim().strip_prefix("by") {
+                Some(by) => {
+                    let span = by.trim().trim_matches('"');
+                    let secs = crate::faults::Span::parse(span).map_err(|_| err("expected by \"36h\""))?;
+                    (Subject::AllOnBy(v.into(), secs.0), "")
+                }
+                None => (Subject::AllOn(v.into()), rest),
+            }
         } else if let Some((v, rest)) = call(t, "max_devices_on") {
             (Subject::MaxOn(v.into()), rest)
         } else if let Some((v, rest)) = call(t, "devices_on") {
@@ -138,7 +149,7 @@ impl Expect {
                 value(v).ok_or_else(|| err("expected a number, N% or a \"string\""))?,
             ))
         };
-        if check.is_none() && !matches!(subject, Subject::AllOn(_)) {
+        if check.is_none() && !matches!(subject, Subject::AllOn(_) | Subject::AllOnBy(..)) {
             return Err(err("only all_on(...) stands without a comparison"));
         }
         Ok(Self {
@@ -162,6 +173,12 @@ impl Expect {
                     n == o.devices && o.devices > 0,
                     format!("{n} of {} on {v}", o.devices),
                 );
+            }
+            Subject::AllOnBy(v, by) => {
+                return match o.all_on_since.get(v) {
+                    Some(at) => (*at <= *by as f64, format!("all on {v} at {:.1} h", at / 3600.0)),
+                    None => (false, format!("never all on {v}")),
+                };
             }
             Subject::Bricked => Value::Number(o.bricked as f64),
             Subject::PowerCuts => Value::Number(o.power_cuts as f64),
@@ -225,6 +242,7 @@ mod tests {
             quarantined: [("2.1.0".to_string(), vec!["kiosk-arm".to_string()])].into(),
             bricked: 0,
             power_cuts: 3,
+            all_on_since: [("2.0.0".to_string(), 30.0 * 3600.0)].into(),
         }
     }
 
@@ -243,6 +261,9 @@ mod tests {
             ("rollout(\"r9\").state == \"reverted\"", false),
             ("quarantined(\"2.1.0\") == \"kiosk-arm\"", true),
             ("quarantined(\"2.0.0\") == \"\"", true),
+            ("all_on(\"2.0.0\") by \"36h\"", true),
+            ("all_on(\"2.0.0\") by \"1d\"", false),
+            ("all_on(\"2.1.0\") by \"36h\"", false),
         ];
         for (text, want) in table {
             let e = Expect::parse(text).unwrap_or_else(|e| panic!("{e}"));

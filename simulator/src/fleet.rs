@@ -62,20 +62,37 @@ impl Fleet {
         TrustedRoot::from_bytes(&self.root_json, now(), &Limits::DEFAULT).map_err(err)
     }
 
-    /// A signed full bundle of `image` as release `version`.
+    /// A signed full bundle of `image` as release `version`, made an hour ago, not expiring.
     pub fn full_bundle(
         &self,
         version: &str,
         security_version: u64,
         image: &[u8],
     ) -> Result<Vec<u8>, FleetError> {
+        self.full_bundle_at(
+            version,
+            security_version,
+            image,
+            now() - time::Duration::hours(1),
+            None,
+        )
+    }
+
+    /// A signed full bundle made at `created`, expiring at `expires` if given.
+    pub fn full_bundle_at(
+        &self,
+        version: &str,
+        security_version: u64,
+        image: &[u8],
+        created: time::OffsetDateTime,
+        expires: Option<time::OffsetDateTime>,
+    ) -> Result<Vec<u8>, FleetError> {
         let payload = Payload::full(
             "rootfs".parse().map_err(err)?,
             image.len() as u64,
             Sha256Digest::of(image),
         );
-        let created = now() - time::Duration::hours(1);
-        let manifest = Manifest::new(
+        let mut manifest = Manifest::new(
             PRODUCT.parse().map_err(err)?,
             version.parse().map_err(err)?,
             security_version,
@@ -83,6 +100,7 @@ impl Fleet {
             vec![payload],
         )
         .map_err(err)?;
+        manifest.expires = expires;
         let sigs = bundle::sign_manifest(&manifest, std::slice::from_ref(&self.release_key));
         let mut reader: &[u8] = image;
         let mut sources: Vec<&mut dyn Read> = vec![&mut reader];

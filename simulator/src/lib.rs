@@ -7,17 +7,21 @@
 //! - [`harness`]: an in-process server and a fleet of devices against it.
 //! - [`scenario`]: scenario files (TOML); [`expect`]: their assertions; [`run`]: runs one in real
 //!   time and reports (text, JSON); [`chart`]: devices per version over time as SVG.
+//! - [`faults`]: fault kinds and durations of scenario files.
+//! - [`virt`]: virtual time (the server core and agents on one virtual clock, a simulated broker and
+//!   network, every fault kind, one event log per seed).
+//! - [`live`]: the live view (a bar per version) on a terminal.
 //! - [`demo`]: `halyard-sim demo`.
-//!
-//! Still to come (issue 6): fault injection (power cuts, partitions, broker/server restarts, lossy links,
-//! clock skew, corrupt artifacts) from scenario files, virtual time, byte-identical event logs per seed.
 
 pub mod chart;
 pub mod control;
 pub mod demo;
 pub mod device;
 pub mod expect;
+pub mod faults;
 pub mod fleet;
 pub mod harness;
+pub mod live;
 pub mod run;
 pub mod scenario;
+pub mod virt;

@@ -16,7 +16,8 @@ struct Args {
 enum Cmd {
     /// Run a scenario file (TOML, see simulator/README.md) and check its `expect` list.
     ///
-    /// Writes results.json and chart.svg (devices per version over time) to --out.
+    /// Writes results.json and chart.svg (devices per version over time) to --out, and in virtual
+    /// time events.log (the same for the same scenario and seed, byte for byte).
     /// Exit codes: 0 every expectation held, 1 one failed, 2 the scenario could not run.
     Run {
         /// The scenario file.
@@ -27,6 +28,9 @@ enum Cmd {
         /// Print the results as JSON instead of the text summary.
         #[arg(long)]
         json: bool,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Embedded server + broker, a simulated fleet, a good rollout and a bad one caught by the canary.
     ///
@@ -50,7 +54,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Args::parse().command {
-        Cmd::Run { file, out, json } => match run_scenario(&file, &out, json) {
+        Cmd::Run {
+            file,
+            out,
+            json,
+            seed,
+        } => match run_scenario(&file, &out, json, seed) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(e) => {
@@ -71,17 +80,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_scenario(file: &std::path::Path, out: &std::path::Path, json: bool) -> anyhow::Result<bool> {
+fn run_scenario(
+    file: &std::path::Path,
+    out: &std::path::Path,
+    json: bool,
+    seed: Option<u64>,
+) -> anyhow::Result<bool> {
     use anyhow::Context as _;
-    let scenario = halyard_sim::scenario::Scenario::load(file)?;
+    let mut scenario = halyard_sim::scenario::Scenario::load(file)?;
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
     let work = tempfile::tempdir().context("temporary directory")?;
     let mut say = |line: String| {
         if !json {
             println!("{line}");
         }
     };
-    let report = halyard_sim::run::run(&scenario, work.path(), &mut say)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let report = match scenario.clock {
+        halyard_sim::scenario::ClockMode::Real => halyard_sim::run::run(&scenario, work.path(), &mut say)?,
+        halyard_sim::scenario::ClockMode::Virtual => {
+            let (report, log) = halyard_sim::virt::scenario::run(&scenario, work.path(), &mut say)?;
+            std::fs::write(out.join("events.log"), log).context("writing events.log")?;
+            report
+        }
+    };
     let results = serde_json::to_string_pretty(&report).context("encoding results")?;
     std::fs::write(out.join("results.json"), &results).context("writing results.json")?;
     let chart = halyard_sim::chart::svg(

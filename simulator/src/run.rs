@@ -40,7 +40,21 @@ pub struct RunReport {
     pub power_cuts: u64,
     pub verdicts: Vec<Verdict>,
     pub timeline: Vec<Sample>,
+    /// Wall-clock seconds the run took.
     pub seconds: f64,
+    /// Virtual time only: how much simulated time passed and what moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<Simulated>,
+}
+
+/// What a virtual-time run simulated.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Simulated {
+    /// Virtual hours from the start to the end of the run.
+    pub hours: f64,
+    pub stats: crate::virt::world::Stats,
+    /// Lines in the event log (events.log).
+    pub log_lines: u64,
 }
 
 impl RunReport {
@@ -81,7 +95,11 @@ impl Sampler {
 
 /// Runs `s`, printing progress lines through `say`.
 pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<RunReport, HarnessError> {
-    let server = ServerHandle::start(embedded_settings(&work.join("server")))?;
+    let mut settings = embedded_settings(&work.join("server"));
+    if let Some(url) = &s.broker {
+        settings.broker = halyard_server::settings::BrokerSettings::External { url: url.clone() };
+    }
+    let server = ServerHandle::start(settings)?;
     let mut line = Fleetline::new(server.control(), work, s.image_kib * 1024, &s.factory)?;
     let mut sampler = Sampler {
         start: Instant::now(),
@@ -104,7 +122,8 @@ pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<Run
         )?;
     }
     let total = s.device_count() as u64;
-    line.wait("devices to report", Duration::from_secs(120), |_| {
+    let enrolled_by = Duration::from_secs(120 + total / 50);
+    line.wait("devices to report", enrolled_by, |_| {
         let f = sampler.take(&line)?;
         Ok((f["by_version"][&s.factory].as_u64() == Some(total)).then_some(()))
     })?;
@@ -117,7 +136,11 @@ pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<Run
         let body = json!({"id": r.id, "version": r.version, "selector": r.selector, "seed": s.seed, "policy": r.policy});
         let _: Value = line.control.post("/api/v1/rollouts", &body)?;
         say(format!("rollout {} of {} started", r.id, r.version));
-        let faults: Vec<&FaultSpec> = s.faults.iter().filter(|f| f.rollout == r.id).collect();
+        let faults: Vec<&FaultSpec> = s
+            .faults
+            .iter()
+            .filter(|f| f.rollout.as_deref() == Some(r.id.as_str()))
+            .collect();
         let status = follow(&line, &mut sampler, (&r.id, &faults, s.seed), r.timeout_secs, say)?;
         say(format!("rollout {}: {status}", r.id));
         rollouts.insert(r.id.clone(), status);
@@ -169,13 +192,6 @@ fn follow(
     }
 }
 
-/// Seeded choice: is the device created `index`-th among the `share` percent a fault hits?
-fn chosen(index: usize, seed: u64, share: u8) -> bool {
-    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15 ^ (index as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (h ^ (h >> 29)) % 100 < u64::from(share)
-}
-
 /// Arms a power cut on each chosen device, a seeded 1..=40 writes and flushes ahead: it strikes
 /// wherever the device's update has got to by then (download steps, slot writes, arming, boot, trial).
 fn strike(
@@ -189,7 +205,7 @@ fn strike(
         let id = dev.id.as_str();
         let hit = faults
             .iter()
-            .any(|f| f.kind == FaultKind::PowerCut && chosen(i, seed, f.share));
+            .any(|f| f.kind == FaultKind::PowerCut && crate::faults::chosen(i, seed, f.share));
         if hit && sampler.cut.insert(id.to_owned()) {
             let ops = 1 + (seed.wrapping_add(i as u64).wrapping_mul(2_654_435_761) >> 7) % 40;
             dev.cut_power_after(ops);
@@ -259,6 +275,7 @@ fn finish(
         quarantined: quarantined.clone(),
         bricked,
         power_cuts: line.devices.iter().map(|d| d.power_cuts()).sum(),
+        all_on_since: all_on_since(&sampler.timeline, total),
     };
     let verdicts = s
         .expect
@@ -285,7 +302,21 @@ fn finish(
         verdicts,
         seconds: sampler.start.elapsed().as_secs_f64(),
         timeline: sampler.timeline,
+        simulated: None,
     })
+}
+
+/// For each version, the first sample at which every device ran it.
+pub fn all_on_since(timeline: &[Sample], devices: u64) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for s in timeline {
+        for (v, n) in &s.versions {
+            if *n == devices && devices > 0 {
+                out.entry(v.clone()).or_insert(s.secs);
+            }
+        }
+    }
+    out
 }
 
 /// The final summary as text.
@@ -294,6 +325,12 @@ pub fn summary(r: &RunReport) -> String {
         "scenario {:?} (seed {}), {} devices, {:.0} s\n",
         r.scenario, r.seed, r.devices, r.seconds
     );
+    if let Some(v) = &r.simulated {
+        out += &format!(
+            "  virtual time        {:.1} h in {:.1} s ({} device steps, {} messages, {} refused)\n",
+            v.hours, r.seconds, v.stats.device_steps, v.stats.messages, v.stats.refused
+        );
+    }
     for (id, st) in &r.rollouts {
         out += &format!("  rollout {id:<16} {st}\n");
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::device::Behavior;
+pub use crate::faults::{FaultKind, FaultSpec, Span};
 
 /// A whole scenario.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,6 +17,16 @@ pub struct Scenario {
     pub name: String,
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// `virtual` (days in seconds, deterministic per seed, every fault kind) or `real` (real sockets
+    /// and the embedded broker, wall-clock time).
+    #[serde(default)]
+    pub clock: ClockMode,
+    /// Real time: an external MQTT broker (e.g. `mqtt://127.0.0.1:1883` for Mosquitto) instead of the
+    /// server's embedded one.
+    pub broker: Option<String>,
+    /// Virtual time's tunables.
+    #[serde(default, rename = "virtual")]
+    pub tunables: Tunables,
     /// Size of every release image, KiB.
     #[serde(default = "default_image_kib")]
     pub image_kib: usize,
@@ -48,6 +59,54 @@ fn default_factory() -> String {
     "1.0.0".into()
 }
 
+/// Which clock a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    Virtual,
+    #[default]
+    Real,
+}
+
+/// How devices and the server behave in virtual time (defaults in parentheses).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tunables {
+    /// Virtual start, Unix seconds (2026-11-23T00:00:00Z, a Monday).
+    pub start: i64,
+    /// A reboot until the agent runs (45s).
+    pub boot: Span,
+    /// A hanging image until the watchdog resets the box (3m).
+    pub hang: Span,
+    /// Health checks must pass this long after an update (2m), checked every `health_interval` (30s).
+    pub stability_window: Span,
+    pub health_interval: Span,
+    /// The server's engine runs this often when nothing wakes it (1m).
+    pub engine_tick: Span,
+    /// Message latency device ↔ server (1s).
+    pub latency: Span,
+    /// Devices per version are sampled this often for the chart (10m).
+    pub sample: Span,
+    /// The run stops at this virtual time even if rollouts are still going (10d).
+    pub limit: Span,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Self {
+            start: 1_795_392_000,
+            boot: Span(45),
+            hang: Span(180),
+            stability_window: Span(120),
+            health_interval: Span(30),
+            engine_tick: Span(60),
+            latency: Span(1),
+            sample: Span(600),
+            limit: Span(10 * 86_400),
+        }
+    }
+}
+
 /// A site and its maintenance windows, as the server's API takes it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +136,12 @@ pub struct ReleaseSpec {
     pub security_version: u64,
     #[serde(default)]
     pub behavior: BTreeMap<String, BehaviorName>,
+    /// Percent of the devices of a class on which this release's health checks fail anyway (a crash
+    /// that only some boxes hit), seeded per device.
+    #[serde(default)]
+    pub crash_rate: BTreeMap<String, u8>,
+    /// The signed bundle expires this long after the run's start (virtual time).
+    pub expires_after: Option<Span>,
 }
 
 fn one() -> u64 {
@@ -111,33 +176,16 @@ pub struct RolloutSpec {
     #[serde(default)]
     pub selector: String,
     pub policy: halyard_rollout::Policy,
-    /// Give up waiting for the rollout to end after this long.
+    /// Give up waiting for the rollout to end after this long (seconds of the run's clock).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Virtual time: start this long after the previous rollout ended (or after enrollment).
+    #[serde(default)]
+    pub start_after: Span,
 }
 
 fn default_timeout() -> u64 {
     600
-}
-
-/// A fault injected while a rollout runs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultSpec {
-    pub kind: FaultKind,
-    /// The rollout during which it strikes.
-    pub rollout: String,
-    /// Share of the devices hit (seeded choice), percent.
-    pub share: u8,
-}
-
-/// Kinds of faults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultKind {
-    /// Power cut once while the device is updating (downloading, installing, staged, rebooting or in
-    /// trial): every write stops at that instant; the device boots again.
-    PowerCut,
 }
 
 /// The scenario file could not be used.
@@ -180,16 +228,30 @@ impl Scenario {
                 .map_err(|e| bad(format!("rollout {}: {e}", r.id)))?;
         }
         for f in &self.faults {
-            if !self.rollouts.iter().any(|r| r.id == f.rollout) || f.share > 100 {
+            if let Some(p) = f.problem() {
+                return Err(bad(format!("fault: {p}")));
+            }
+            if let Some(r) = &f.rollout
+                && !self.rollouts.iter().any(|x| &x.id == r)
+            {
+                return Err(bad(format!("fault during unknown rollout {r:?}")));
+            }
+            if let Some(site) = &f.site
+                && !self.sites.iter().any(|x| &x.name == site)
+            {
+                return Err(bad(format!("fault at unknown site {site:?}")));
+            }
+            if self.clock == ClockMode::Real && !f.kind.in_real_time() {
                 return Err(bad(format!(
-                    "fault during unknown rollout {:?} or share above 100",
-                    f.rollout
+                    "fault {:?} needs `clock = \"virtual\"` (real time runs power cuts only)",
+                    f.kind
                 )));
             }
         }
         for e in &self.expect {
             crate::expect::Expect::parse(e).map_err(|err| bad(err.to_string()))?;
         }
+        crate::virt::scenario::check(&self.tunables).map_err(bad)?;
         Ok(())
     }
 

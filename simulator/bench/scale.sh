@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Scale benchmark of the simulator: how large a fleet runs through the real server core and rollout
+# engine (a 4-wave rollout, every device the real agent over fake hardware).
+#
+#   bench/scale.sh virtual [N ...]     # virtual time; default sizes 1000 5000 20000
+#   bench/scale.sh real [N ...]        # real time, real sockets, Mosquitto on 127.0.0.1:1883; default 1000
+#   bench/scale.sh largest             # virtual time, doubling from 2000 while a run takes < 60 s
+#
+# Prints one Markdown table row per run (wall time, virtual time covered, device steps and messages
+# per wall second, peak RSS of the whole process and per device) and appends JSON to results/.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+mode="${1:-virtual}"; shift || true
+mkdir -p "$here/results"
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+
+(cd "$root" && cargo build --release -q -p halyard-sim)
+sim="$target/release/halyard-sim"
+
+scenario() { # clock devices
+  local clock=$1 n=$2 per=$(( $2 / 8 )) rest=$(( $2 - 7 * ($2 / 8) ))
+  cat <<EOT
+name = "scale $clock $n"
+clock = "$clock"
+seed = 3
+image_kib = 4
+$([[ $clock == real ]] && echo 'broker = "mqtt://127.0.0.1:1883"')
+expect = ['rollout("r-scale").state == "completed"', 'all_on("2.0.0")', 'bricked == 0']
+$([[ $clock == virtual ]] && printf '[virtual]\nstability_window = "2m"\nhealth_interval = "1m"\nengine_tick = "1m"\nsample = "5m"\n')
+EOT
+  for s in 1 2 3 4; do printf '[[site]]\nname = "site-%s"\ntz = "UTC"\n' "$s"; done
+  local i=0
+  for s in 1 2 3 4; do for hw in pos-x86 kiosk-arm; do
+    i=$((i + 1)); local c=$per; [[ $i == 8 ]] && c=$rest
+    printf '[[devices]]\nsite = "site-%s"\nhw = "%s"\ncount = %s\n' "$s" "$hw" "$c"
+  done; done
+  local soak=600; [[ $clock == real ]] && soak=5
+  cat <<EOT
+[[release]]
+version = "2.0.0"
+[[rollout]]
+id = "r-scale"
+version = "2.0.0"
+timeout_secs = 86400
+[rollout.policy]
+on_breach = "pause"
+silent_after_secs = 3600
+respect_windows = false
+waves = [
+  { size = { percent = 1 }, soak_secs = $soak, failure_budget = { count = 0 } },
+  { size = { percent = 10 }, soak_secs = $soak, failure_budget = { percent = 1 } },
+  { size = { percent = 40 }, soak_secs = $soak, failure_budget = { percent = 1 } },
+  { size = { percent = 100 }, soak_secs = $soak, failure_budget = { percent = 1 } },
+]
+EOT
+}
+
+run_one() { # clock devices -> prints a table row, returns wall seconds in $wall
+  local clock=$1 n=$2 file="$work/scale-$1-$2.toml" out="$work/out-$1-$2"
+  scenario "$clock" "$n" > "$file"
+  local t0=$(date +%s.%N)
+  /usr/bin/time -f '%M' -o "$work/rss" "$sim" run "$file" --out "$out" --json > /dev/null || true
+  local t1=$(date +%s.%N)
+  wall=$(echo "$t1 - $t0" | bc -l)
+  local rss_kib=$(tail -1 "$work/rss")
+  python3 - "$out/results.json" "$clock" "$n" "$wall" "$rss_kib" "$here/results/scale.jsonl" <<'PY'
+import json, sys
+res, clock, n, wall, rss, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+r = json.load(open(res))
+sim = r.get("simulated") or {}
+st = sim.get("stats", {})
+steps, msgs = st.get("device_steps", 0), st.get("messages", 0)
+ok = all(v["passed"] for v in r["verdicts"])
+row = dict(clock=clock, devices=n, wall_s=round(wall, 1), virtual_h=round(sim.get("hours", 0), 2),
+           device_steps=steps, messages=msgs, events_per_s=round((steps + msgs) / wall),
+           peak_rss_mib=round(rss / 1024, 1), kib_per_device=round(rss / n, 1),
+           rollout=r["rollouts"].get("r-scale"), passed=ok)
+open(log, "a").write(json.dumps(row) + "\n")
+print("| {clock} | {devices} | {wall_s} | {virtual_h} | {device_steps} | {messages} | {events_per_s} | {peak_rss_mib} | {kib_per_device} | {rollout} | {passed} |".format(**row))
+PY
+}
+
+echo "| clock | devices | wall s | virtual h | device steps | messages | (steps+messages)/s | peak RSS MiB | KiB/device | rollout | expect |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+case "$mode" in
+  virtual) for n in "${@:-1000 5000 20000}"; do for m in $n; do run_one virtual "$m"; done; done ;;
+  real) for n in "${@:-1000}"; do for m in $n; do run_one real "$m"; done; done ;;
+  largest)
+    n=2000
+    while :; do
+      run_one virtual "$n"
+      (( $(echo "$wall > 60" | bc -l) )) && break
+      n=$(( n * 2 ))
+    done ;;
+  *) echo "usage: $0 virtual|real|largest [N ...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,388 @@
+//! A scenario file run in virtual time: the server core and every device on one virtual clock,
+//! faults at their times, rollouts one after the other, `expect` checked at the end. Returns the
+//! report and the event log.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::clock::{DeviceClock, VirtualTime};
+use super::device::{Downtime, Shared, VDevice};
+use super::link::Link;
+use super::server::VServer;
+use super::world::{Timing, World};
+use crate::device::Behavior;
+use crate::expect::{Expect, Observed};
+use crate::fleet::{self, Fleet};
+use crate::run::{RunReport, Sample, Simulated, Verdict};
+use crate::scenario::{Scenario, Tunables};
+
+/// A virtual-time run failed (not an expectation: those are verdicts).
+#[derive(Debug, thiserror::Error)]
+#[error("virtual run: {0}")]
+pub struct VirtError(pub String);
+
+fn err(e: impl std::fmt::Display) -> VirtError {
+    VirtError(e.to_string())
+}
+
+/// Samples devices per version (ground truth: the slot each device booted).
+#[derive(Debug, Default)]
+struct Sampler {
+    every: i64,
+    next: i64,
+    timeline: Vec<Sample>,
+    max: BTreeMap<String, u64>,
+    live: Option<crate::live::Live>,
+    status: String,
+}
+
+impl Sampler {
+    fn maybe(&mut self, w: &World) {
+        if w.now() >= self.next {
+            self.take(w);
+            self.next = w.now() + self.every;
+        }
+    }
+
+    fn take(&mut self, w: &World) {
+        let mut versions = BTreeMap::new();
+        for d in &w.devices {
+            let v = d.active_version().unwrap_or_else(|| "unknown".into());
+            *versions.entry(v).or_insert(0) += 1;
+        }
+        for (v, n) in &versions {
+            let m = self.max.entry(v.clone()).or_default();
+            *m = (*m).max(*n);
+        }
+        if let Some(live) = &mut self.live {
+            live.update(&versions, &format!("{} {}", stamp(w), self.status));
+        }
+        self.timeline.push(Sample {
+            secs: (w.now() - w.start) as f64,
+            versions,
+        });
+    }
+
+    fn say(&self, say: &mut dyn FnMut(String), line: String) {
+        match &self.live {
+            Some(live) => live.println(&line),
+            None => say(line),
+        }
+    }
+}
+
+/// Runs `s` in virtual time with its working files under `work`.
+pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<(RunReport, String), VirtError> {
+    let wall = Instant::now();
+    let tun = &s.tunables;
+    let (mut world, _devices) = build(s, work)?;
+    let mut sampler = Sampler {
+        every: tun.sample.secs().max(1),
+        live: crate::live::Live::new(world.devices.len() as u64, false),
+        ..Sampler::default()
+    };
+    let start = world.start;
+    schedule_faults(&mut world, s, None, start);
+    let settle_by = start + 2 * tun.boot.secs() + tun.hang.secs();
+    world
+        .run_until(settle_by, |w| {
+            sampler.maybe(w);
+            false
+        })
+        .map_err(err)?;
+    sampler.say(
+        say,
+        format!("{} devices up on {}", world.devices.len(), s.factory),
+    );
+    let mut rollouts = BTreeMap::new();
+    for r in &s.rollouts {
+        let begin = world.now() + r.start_after.secs();
+        world
+            .run_until(begin, |w| {
+                sampler.maybe(w);
+                false
+            })
+            .map_err(err)?;
+        let control = world.server().ok_or_else(|| err("server down"))?.control();
+        let body = json!({"id": r.id, "version": r.version, "selector": r.selector, "seed": s.seed, "policy": r.policy});
+        let _: Value = control.post("/api/v1/rollouts", &body).map_err(err)?;
+        sampler.say(
+            say,
+            format!("{} rollout {} of {} started", stamp(&world), r.id, r.version),
+        );
+        sampler.status = format!("rollout {} of {}", r.id, r.version);
+        world.wake_engine(world.now());
+        let now = world.now();
+        schedule_faults(&mut world, s, Some(&r.id), now);
+        let deadline = world.now() + i64::try_from(r.timeout_secs).unwrap_or(i64::MAX);
+        let id = r.id.clone();
+        world
+            .run_until(deadline, |w| {
+                sampler.maybe(w);
+                // Paused waits for an operator: the run moves on, as in real time.
+                status(w, &id).is_some_and(|st| st != "running" && st != "reverting")
+            })
+            .map_err(err)?;
+        let st = status(&world, &r.id).unwrap_or_else(|| "unknown".into());
+        sampler.say(say, format!("{} rollout {}: {st}", stamp(&world), r.id));
+        rollouts.insert(r.id.clone(), st);
+    }
+    let quiet_by = world.now() + 6 * 3600;
+    world
+        .run_until(quiet_by, |w| {
+            sampler.maybe(w);
+            !w.busy()
+        })
+        .map_err(err)?;
+    sampler.status = "settled".into();
+    sampler.take(&world);
+    if let Some(live) = sampler.live.take() {
+        live.finish();
+    }
+    let report = finish(s, &world, sampler, rollouts, wall)?;
+    Ok((report, world.log.text().to_owned()))
+}
+
+fn stamp(w: &World) -> String {
+    format!("[+{:.1} h]", (w.now() - w.start) as f64 / 3600.0)
+}
+
+fn status(w: &World, id: &str) -> Option<String> {
+    w.server()?.app.store.rollout(id).ok().flatten().map(|r| r.status)
+}
+
+fn schedule_faults(world: &mut World, s: &Scenario, rollout: Option<&str>, from: i64) {
+    for f in s.faults.iter().filter(|f| f.rollout.as_deref() == rollout) {
+        world.fault(f.clone(), from + f.at.secs());
+    }
+}
+
+/// Server, release material, sites and enrolled devices, all at the virtual start.
+fn build(s: &Scenario, work: &Path) -> Result<(World, tempfile::TempDir), VirtError> {
+    let tun = &s.tunables;
+    let time = VirtualTime::at(tun.start);
+    let root = device_root(work)?;
+    let server_dir = root.path().join("server");
+    let server = VServer::start(&server_dir, time.clone()).map_err(err)?;
+    let control = server.control();
+    let fleet = Fleet::new(s.seed as u8).map_err(err)?;
+    let _: Value = control
+        .put_bytes("/api/v1/trust-root", fleet.root_json())
+        .map_err(err)?;
+    let image_len = s.image_kib * 1024;
+    let at = |secs: i64| time::OffsetDateTime::from_unix_timestamp(secs).map_err(err);
+    let created = at(tun.start - 3600)?;
+    let upload = |version: &str, sv: u64, expires: Option<i64>| -> Result<(), VirtError> {
+        let expires = expires.map(at).transpose()?;
+        let image = fleet::image(version, image_len);
+        let bundle = fleet
+            .full_bundle_at(version, sv, &image, created, expires)
+            .map_err(err)?;
+        let _: Value = control.post_bytes("/api/v1/releases", &bundle).map_err(err)?;
+        Ok(())
+    };
+    upload(&s.factory, 1, None)?;
+    for r in &s.releases {
+        upload(
+            &r.version,
+            r.security_version,
+            r.expires_after.map(|e| tun.start + e.secs()),
+        )?;
+    }
+    for site in &s.sites {
+        let body = json!({"name": site.name, "tz": site.tz, "windows": site.windows, "max_concurrent": site.max_concurrent});
+        let _: Value = control
+            .put_json(&format!("/api/v1/sites/{}", site.name), &body)
+            .map_err(err)?;
+    }
+    let shared = shared(s, &fleet, &server, work)?;
+    let timing = Timing {
+        down: Downtime {
+            boot_secs: tun.boot.secs(),
+            hang_secs: tun.hang.secs(),
+        },
+        latency: tun.latency.secs(),
+        engine_tick: tun.engine_tick.secs().max(1),
+        poll: tun.health_interval.secs().max(1),
+    };
+    let mut world = World::new(server, server_dir, time.clone(), timing, s.seed);
+    enroll_all(s, &root.path().join("devices"), &shared, &mut world, &control)?;
+    Ok((world, root))
+}
+
+fn shared(s: &Scenario, fleet: &Fleet, server: &VServer, work: &Path) -> Result<Arc<Shared>, VirtError> {
+    let ready = work.join("ready");
+    std::fs::write(&ready, b"ok").map_err(err)?;
+    Ok(Arc::new(Shared {
+        root: fleet.trusted_root().map_err(err)?,
+        factory_version: s.factory.clone(),
+        factory_image: fleet::image(&s.factory, s.image_kib * 1024),
+        artifacts: server.app.artifacts_dir.clone(),
+        ready_marker: ready,
+        missing_marker: work.join("not-ready"),
+        stability_window: std::time::Duration::from_secs(s.tunables.stability_window.0),
+        health_interval: std::time::Duration::from_secs(s.tunables.health_interval.0.max(1)),
+    }))
+}
+
+fn enroll_all(
+    s: &Scenario,
+    dirs: &Path,
+    shared: &Arc<Shared>,
+    world: &mut World,
+    control: &crate::control::Control,
+) -> Result<(), VirtError> {
+    let mut i = 0usize;
+    for g in &s.devices {
+        for k in 0..g.count {
+            let name = format!("{}-{}-{k}", g.site, g.hw);
+            let mut dev = VDevice::new(
+                (i, name.clone(), g.site.clone(), g.hw.clone()),
+                key_seed(s.seed, i),
+                &dirs.join(&name),
+                shared.clone(),
+                behaviors(s, &g.hw, i),
+                DeviceClock::new(world.time.clone()),
+                Link::new(super::mix(s.seed, i as u64 ^ 0x11)),
+            )
+            .map_err(err)?;
+            let token = control.enroll_token(Some(&g.site), &[]).map_err(err)?;
+            let key = base64::engine::general_purpose::STANDARD.encode(dev.public_key());
+            let (_, pem, _) = control.enroll_device(&token, &key, &g.hw).map_err(err)?;
+            dev.enrolled(server_key(&pem)?);
+            let jitter = (super::mix(s.seed, i as u64) % s.tunables.boot.0.max(1)) as i64;
+            world.add(dev, jitter);
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The server's data directory and the devices' (removed with the run): in memory (/dev/shm) when the
+/// machine has it, so fsync costs what it costs on a device's own flash, not a shared CI disk; else
+/// under `work`. The store is still SQLite with its journal; a crash still loses uncommitted work.
+fn device_root(work: &Path) -> Result<tempfile::TempDir, VirtError> {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        work.to_path_buf()
+    };
+    tempfile::Builder::new()
+        .prefix("halyard-sim-")
+        .tempdir_in(base)
+        .map_err(err)
+}
+
+fn key_seed(seed: u64, i: usize) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (n, chunk) in out.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&super::mix(seed ^ 0xd1ce, (i as u64) << 2 | n as u64).to_le_bytes());
+    }
+    out
+}
+
+/// The release behaviours of device `i` of class `hw`, with the releases' crash rates drawn per device.
+fn behaviors(s: &Scenario, hw: &str, i: usize) -> Vec<(String, Behavior)> {
+    let mut out = s.behaviors_for(hw);
+    for (n, r) in s.releases.iter().enumerate() {
+        let rate = r.crash_rate.get(hw).copied().unwrap_or(0);
+        if rate > 0 && crate::faults::chosen(i, s.seed ^ (n as u64 + 1) << 32, rate) {
+            out.retain(|(v, _)| v != &r.version);
+            out.push((r.version.clone(), Behavior::Unhealthy));
+        }
+    }
+    out
+}
+
+fn server_key(pem: &str) -> Result<ed25519_dalek::VerifyingKey, VirtError> {
+    let key = halyard_ota::keys::PublicKey::from_pem(pem).map_err(err)?;
+    ed25519_dalek::VerifyingKey::from_bytes(&key.to_raw()).map_err(err)
+}
+
+fn finish(
+    s: &Scenario,
+    world: &World,
+    sampler: Sampler,
+    rollouts: BTreeMap<String, String>,
+    wall: Instant,
+) -> Result<RunReport, VirtError> {
+    let total = world.devices.len() as u64;
+    let versions = sampler
+        .timeline
+        .last()
+        .map(|x| x.versions.clone())
+        .unwrap_or_default();
+    let server = world.server().ok_or_else(|| err("server down at the end"))?;
+    let mut quarantined: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for q in server.app.store.quarantines().map_err(err)? {
+        quarantined.entry(q.version).or_default().push(q.hardware_class);
+    }
+    quarantined.values_mut().for_each(|v| v.sort());
+    let known: Vec<&str> = s
+        .releases
+        .iter()
+        .map(|r| r.version.as_str())
+        .chain([s.factory.as_str()])
+        .collect();
+    let bricked = world
+        .devices
+        .iter()
+        .filter(|d| d.active_version().is_none_or(|v| !known.contains(&v.as_str())))
+        .count() as u64;
+    let power_cuts = world.devices.iter().map(|d| d.power_cuts).sum();
+    let observed = Observed {
+        devices: total,
+        versions: versions.clone(),
+        max_versions: sampler.max.clone(),
+        rollouts: rollouts.clone(),
+        quarantined: quarantined.clone(),
+        bricked,
+        power_cuts,
+        all_on_since: crate::run::all_on_since(&sampler.timeline, total),
+    };
+    let verdicts = s
+        .expect
+        .iter()
+        .filter_map(|t| Expect::parse(t).ok())
+        .map(|e| {
+            let (passed, observed) = e.eval(&observed);
+            Verdict {
+                expect: e.text().to_owned(),
+                passed,
+                observed,
+            }
+        })
+        .collect();
+    Ok(RunReport {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        devices: total,
+        rollouts,
+        versions,
+        quarantined,
+        bricked,
+        power_cuts,
+        verdicts,
+        timeline: sampler.timeline,
+        seconds: wall.elapsed().as_secs_f64(),
+        simulated: Some(Simulated {
+            hours: (world.now() - world.start) as f64 / 3600.0,
+            stats: world.stats,
+            log_lines: world.log.lines(),
+        }),
+    })
+}
+
+/// Unused tunables are still validated here so a typo'd value fails early.
+pub fn check(t: &Tunables) -> Result<(), String> {
+    if t.health_interval.0 == 0 || t.engine_tick.0 == 0 {
+        return Err("health_interval and engine_tick must be above 0".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! The real `halyard-server` core (store, ingest path, rollout engine, signed desired states, HTTP
+//! API) on its own tokio runtime, driven by the world loop in virtual time: the loop decides when the
+//! engine runs and which device messages arrive, instead of a broker connection and a ticker. The
+//! operator API is served on a loopback port, so scenarios drive it exactly as operators do.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use halyard_protocol::Topic;
+use halyard_server::app::{App, Outgoing};
+use halyard_server::settings::{BrokerSettings, Settings};
+
+use super::clock::VirtualTime;
+use crate::control::Control;
+
+/// A topic no device uses: marks the end of one engine step's messages.
+const END_OF_STEP: &str = "halyard-sim/end-of-step";
+
+/// The server could not start or failed.
+#[derive(Debug, thiserror::Error)]
+#[error("virtual server: {0}")]
+pub struct VServerError(pub String);
+
+fn err(e: impl std::fmt::Display) -> VServerError {
+    VServerError(e.to_string())
+}
+
+/// A server core in virtual time.
+#[derive(Debug)]
+pub struct VServer {
+    rt: tokio::runtime::Runtime,
+    pub app: Arc<App>,
+    published: std::sync::mpsc::Receiver<Outgoing>,
+    stop: tokio::sync::watch::Sender<bool>,
+    pub http: SocketAddr,
+    pub admin_token: String,
+}
+
+impl VServer {
+    /// Opens (or reopens, after a crash) the server in `dir` on `clock`.
+    pub fn start(dir: &Path, clock: VirtualTime) -> Result<Self, VServerError> {
+        let mut settings = Settings::new(
+            dir,
+            BrokerSettings::External {
+                url: "mqtt://127.0.0.1:1883".into(),
+            },
+        );
+        settings.clock = Arc::new(clock);
+        settings.deltas = false;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(err)?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
+        let http = std_listener.local_addr().map_err(err)?;
+        std_listener.set_nonblocking(true).map_err(err)?;
+        let core = halyard_server::server::core(settings, format!("http://{http}"), "mqtt://127.0.0.1:1883")
+            .map_err(err)?;
+        let (tx, published) = std::sync::mpsc::channel();
+        let mut outgoing = core.outgoing;
+        let app = core.app;
+        let router = halyard_server::api::router(app.clone());
+        let mut stopping = app.stopping.clone();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(std_listener).map_err(err)?;
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopping.wait_for(|s| *s).await;
+                    })
+                    .await;
+            });
+            tokio::spawn(async move {
+                while let Some(m) = outgoing.recv().await {
+                    if tx.send(m).is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok::<_, VServerError>(())
+        })?;
+        let admin_token = halyard_server::server::admin_token(dir).map_err(err)?;
+        Ok(Self {
+            rt,
+            app,
+            published,
+            stop: core.stop,
+            http,
+            admin_token,
+        })
+    }
+
+    pub fn control(&self) -> Control {
+        Control::new(&format!("http://{}", self.http), &self.admin_token)
+    }
+
+    /// Verifies and stores device messages (as the MQTT ingest worker does: one batch, one
+    /// transaction); returns how many were refused.
+    pub fn ingest(&self, messages: Vec<(String, Vec<u8>)>) -> usize {
+        let app = self.app.clone();
+        self.rt.block_on(async move {
+            let mut checks = Vec::with_capacity(messages.len());
+            for (topic, payload) in messages {
+                let app = app.clone();
+                checks.push(tokio::spawn(async move {
+                    let (device, topic) = Topic::parse(&topic)?;
+                    let r = halyard_server::ingest::verify(&app, &device, topic, &payload).await;
+                    if let Err(e) = &r {
+                        halyard_server::ingest::reject(&app, &device, e);
+                    }
+                    r.ok()
+                }));
+            }
+            let mut batch = Vec::with_capacity(checks.len());
+            let mut refused = 0;
+            for c in checks {
+                match c.await.ok().flatten() {
+                    Some(v) => batch.push(v),
+                    None => refused += 1,
+                }
+            }
+            for chunk in chunks(batch, 2000) {
+                let results = halyard_server::ingest::store_batch(&app, chunk).await;
+                refused += results.iter().filter(|r| r.is_err()).count();
+            }
+            refused
+        })
+    }
+
+    /// One rollout engine pass; returns the desired states it published, in order.
+    pub fn engine_step(&self) -> Result<Vec<Outgoing>, VServerError> {
+        let app = self.app.clone();
+        self.rt.block_on(async move {
+            halyard_server::engine::tick(&app).await.map_err(err)?;
+            let end = Outgoing {
+                topic: END_OF_STEP.into(),
+                payload: Vec::new(),
+            };
+            app.outgoing.send(end).await.map_err(err)
+        })?;
+        let mut out = Vec::new();
+        loop {
+            let m = self.published.recv().map_err(err)?;
+            if m.topic == END_OF_STEP {
+                return Ok(out);
+            }
+            out.push(m);
+        }
+    }
+
+    /// Every device's current desired state, as the server republishes them on a broker connect.
+    pub fn retained(&self) -> Result<Vec<Outgoing>, VServerError> {
+        let app = self.app.clone();
+        self.rt.block_on(async move {
+            let all = app.db(|s| s.all_desired()).await.map_err(err)?;
+            Ok(all
+                .into_iter()
+                .map(|d| Outgoing {
+                    topic: Topic::Desired.for_device(&d.device),
+                    payload: d.envelope.into_bytes(),
+                })
+                .collect())
+        })
+    }
+
+    /// Graceful stop.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        self.rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    }
+
+    /// The process dies at once: no drain, no goodbye; only what the store committed survives.
+    pub fn crash(self) {
+        self.rt.shutdown_background();
+    }
+}
+
+fn chunks<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    while v.len() > n {
+        let rest = v.split_off(n);
+        out.push(v);
+        v = rest;
+    }
+    out.push(v);
+    out
+}

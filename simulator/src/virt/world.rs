@@ -1,0 +1,461 @@
+//! The event loop of virtual time. Events are kept in a map ordered by (time, sequence number); all
+//! events of one instant are handled in that order, then the messages that reached the server are
+//! ingested as one batch and the engine runs if due. The broker is simulated here: it keeps each
+//! device's retained `desired`, delivers when the device is connected, and holds device reports while
+//! the server is down (as a real broker retains them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use halyard_protocol::Topic;
+
+use super::clock::VirtualTime;
+use super::device::{Downtime, Step, VDevice};
+use super::log::EventLog;
+use super::server::{VServer, VServerError};
+use crate::faults::FaultSpec;
+
+/// Something that happens at an instant.
+#[derive(Debug)]
+pub(super) enum Ev {
+    Boot(usize),
+    Tick(usize),
+    Desired(usize),
+    Reconnect(usize),
+    ToServer(usize, String, Vec<u8>),
+    /// The broker publishes a device's last will (its connection died).
+    Will(usize, String, Vec<u8>),
+    Engine,
+    Fault(usize, bool),
+}
+
+/// What the run did, for the report and the benchmark.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Stats {
+    pub device_steps: u64,
+    pub messages: u64,
+    pub refused: u64,
+    pub engine_steps: u64,
+    pub desired_sent: u64,
+}
+
+/// Timing of the simulated world.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub down: Downtime,
+    pub latency: i64,
+    pub engine_tick: i64,
+    pub poll: i64,
+}
+
+/// The whole simulated world.
+#[derive(Debug)]
+pub struct World {
+    pub time: VirtualTime,
+    pub start: i64,
+    pub devices: Vec<VDevice>,
+    pub(super) server: Option<VServer>,
+    pub(super) server_dir: PathBuf,
+    events: BTreeMap<(i64, u64), Ev>,
+    order: u64,
+    pub(super) retained: Vec<Option<Vec<u8>>>,
+    index_of: HashMap<String, usize>,
+    busy_until: Vec<i64>,
+    tick_at: Vec<Option<i64>>,
+    /// Retained device messages (report, presence) the broker keeps while no server is subscribed.
+    pub(super) held_reports: BTreeMap<(usize, String), Vec<u8>>,
+    /// Messages a disconnected device's MQTT client keeps until it is connected again.
+    pending: Vec<Vec<(String, Vec<u8>)>>,
+    /// The earliest time a device's next message can arrive (messages keep their order).
+    send_free: Vec<i64>,
+    pub(super) broker_up: bool,
+    engine_at: Option<i64>,
+    /// When the engine last ran: wake-ups from reports are coalesced to one pass per `engine_tick`,
+    /// as the real server coalesces them to one pass per tick.
+    engine_ran: i64,
+    pub(super) faults: Vec<FaultSpec>,
+    seen_decisions: HashMap<String, usize>,
+    timing: Timing,
+    pub(super) seed: u64,
+    pub log: EventLog,
+    pub stats: Stats,
+}
+
+impl World {
+    pub fn new(server: VServer, server_dir: PathBuf, time: VirtualTime, timing: Timing, seed: u64) -> Self {
+        Self {
+            start: time.get(),
+            time,
+            devices: Vec::new(),
+            server: Some(server),
+            server_dir,
+            events: BTreeMap::new(),
+            order: 0,
+            retained: Vec::new(),
+            index_of: HashMap::new(),
+            busy_until: Vec::new(),
+            tick_at: Vec::new(),
+            held_reports: BTreeMap::new(),
+            pending: Vec::new(),
+            send_free: Vec::new(),
+            broker_up: true,
+            engine_at: None,
+            engine_ran: i64::MIN / 2,
+            faults: Vec::new(),
+            seen_decisions: HashMap::new(),
+            timing,
+            seed,
+            log: EventLog::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The server, unless it is down (crashed and not restarted yet).
+    pub fn server(&self) -> Option<&VServer> {
+        self.server.as_ref()
+    }
+
+    pub fn now(&self) -> i64 {
+        self.time.get()
+    }
+
+    pub(super) fn since(&self, t: i64) -> i64 {
+        t - self.start
+    }
+
+    pub(super) fn at(&mut self, t: i64, ev: Ev) {
+        self.order += 1;
+        self.events.insert((t, self.order), ev);
+    }
+
+    /// Adds a device; it is powered on `after` seconds from now.
+    pub fn add(&mut self, device: VDevice, after: i64) {
+        let i = self.devices.len();
+        self.index_of.insert(device.id.as_str().to_owned(), i);
+        self.devices.push(device);
+        self.retained.push(None);
+        self.busy_until.push(0);
+        self.tick_at.push(None);
+        self.pending.push(Vec::new());
+        self.send_free.push(0);
+        self.at(self.now() + after, Ev::Boot(i));
+    }
+
+    /// Schedules fault `spec` to start at `t` (and end `spec.lasts` later).
+    pub fn fault(&mut self, spec: FaultSpec, t: i64) {
+        let k = self.faults.len();
+        let end = t + spec.lasts.secs();
+        let lasting = spec.lasts.0 > 0;
+        self.faults.push(spec);
+        self.at(t, Ev::Fault(k, true));
+        if lasting {
+            self.at(end, Ev::Fault(k, false));
+        }
+    }
+
+    /// Wakes the engine at `t` unless it runs earlier anyway.
+    pub fn wake_engine(&mut self, t: i64) {
+        if self.engine_at.is_none_or(|e| e > t) {
+            self.engine_at = Some(t);
+            self.at(t, Ev::Engine);
+        }
+    }
+
+    /// Whether any device is updating or about to act.
+    pub fn busy(&self) -> bool {
+        self.devices.iter().any(|d| d.is_busy() || !d.is_up())
+    }
+
+    /// Runs events until the clock passes `deadline` or `done` says so (checked after each instant).
+    pub fn run_until(
+        &mut self,
+        deadline: i64,
+        mut done: impl FnMut(&World) -> bool,
+    ) -> Result<(), VServerError> {
+        if done(self) {
+            return Ok(());
+        }
+        while let Some((&(t, _), _)) = self.events.first_key_value() {
+            if t > deadline {
+                break;
+            }
+            self.time.set(t);
+            let mut batch = Vec::new();
+            while let Some(entry) = self.events.first_entry() {
+                if entry.key().0 != t {
+                    break;
+                }
+                batch.push(entry.remove());
+            }
+            self.instant(t, batch)?;
+            if done(self) {
+                return Ok(());
+            }
+        }
+        self.time.set(deadline.max(self.now()));
+        Ok(())
+    }
+
+    fn instant(&mut self, t: i64, batch: Vec<Ev>) -> Result<(), VServerError> {
+        let mut inbound = Vec::new();
+        let mut engine = false;
+        for ev in batch {
+            match ev {
+                Ev::Boot(i) => self.on_device(i, t, Act::Boot),
+                Ev::Tick(i) => {
+                    self.tick_at[i] = None;
+                    self.on_device(i, t, Act::Tick);
+                }
+                Ev::Desired(i) => self.on_device(i, t, Act::Desired),
+                Ev::Reconnect(i) => self.on_device(i, t, Act::Reconnect),
+                Ev::ToServer(i, topic, payload) => self.uplink(i, topic, payload, &mut inbound),
+                Ev::Will(i, topic, payload) => self.broker_hands_over(i, topic, payload, &mut inbound),
+                Ev::Engine => {
+                    if self.engine_at == Some(t) {
+                        self.engine_at = None;
+                    }
+                    engine = true;
+                }
+                Ev::Fault(k, starts) => self.apply_fault(k, starts, t)?,
+            }
+        }
+        if !inbound.is_empty()
+            && let Some(server) = &self.server
+        {
+            self.stats.messages += inbound.len() as u64;
+            self.stats.refused += server.ingest(inbound) as u64;
+            self.wake_engine((t + 1).max(self.engine_ran + self.timing.engine_tick));
+        }
+        if engine && self.server.is_some() {
+            self.engine_step(t)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a device is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    Boot,
+    Tick,
+    Desired,
+    Reconnect,
+}
+
+impl World {
+    pub(super) fn connected(&self, i: usize) -> bool {
+        self.broker_up && self.devices[i].link.is_up() && self.devices[i].is_up()
+    }
+
+    fn on_device(&mut self, i: usize, t: i64, act: Act) {
+        if t < self.busy_until[i] {
+            let ev = match act {
+                Act::Boot => Ev::Boot(i),
+                Act::Tick => return self.schedule_tick(i, self.busy_until[i]),
+                Act::Desired => Ev::Desired(i),
+                Act::Reconnect => Ev::Reconnect(i),
+            };
+            return self.at(self.busy_until[i], ev);
+        }
+        let down = self.timing.down;
+        let step = match act {
+            Act::Boot => {
+                // A new process: whatever the old client kept unsent is gone.
+                self.pending[i].clear();
+                let mut step = self.devices[i].boot(down);
+                self.connect(i, &mut step);
+                step
+            }
+            Act::Tick if self.devices[i].is_up() => self.devices[i].tick(down),
+            Act::Desired if self.connected(i) => match self.retained[i].clone() {
+                Some(payload) => {
+                    let topic = Topic::Desired.for_device(&self.devices[i].id);
+                    self.devices[i].deliver(&topic, &payload, down)
+                }
+                None => return,
+            },
+            Act::Reconnect if self.connected(i) => {
+                for (topic, payload) in std::mem::take(&mut self.pending[i]) {
+                    let at = self.send_time(i, t);
+                    self.at(at, Ev::ToServer(i, topic, payload));
+                }
+                let mut step = self.devices[i].announce();
+                self.connect(i, &mut step);
+                if self.retained[i].is_some() {
+                    self.at(t + step.spent + self.timing.latency, Ev::Desired(i));
+                }
+                step
+            }
+            _ => return,
+        };
+        self.stats.device_steps += 1;
+        self.after_step(i, t, step, act == Act::Boot);
+    }
+
+    /// A connection opens: presence online goes first.
+    fn connect(&mut self, i: usize, step: &mut Step) {
+        if self.connected(i)
+            && let Some(p) = self.devices[i].presence(true)
+        {
+            step.out.insert(0, p);
+        }
+    }
+
+    /// The connection died without a goodbye: the broker publishes the will after 1.5 keep-alives.
+    pub(super) fn will(&mut self, i: usize, t: i64) {
+        if let Some(p) = self.devices[i].presence(false) {
+            self.at(t + 45, Ev::Will(i, p.topic, p.payload));
+        }
+    }
+
+    fn after_step(&mut self, i: usize, t: i64, mut step: Step, booted: bool) {
+        let end = t + step.spent;
+        self.busy_until[i] = end;
+        let name = self.devices[i].name.clone();
+        for (from, to, reason) in &step.transitions {
+            let why = reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            self.log
+                .line(self.since(end), "device", &name, &format!("{from} -> {to}{why}"));
+        }
+        let path_up = self.broker_up && self.devices[i].link.is_up();
+        if let Some(why) = step.down_for.and(step.down_why) {
+            if why == "reboot" && path_up {
+                // A clean shutdown: the agent says goodbye itself.
+                step.out.extend(self.devices[i].presence(false));
+            } else if path_up && why != "image hangs; watchdog reset" {
+                self.will(i, end);
+            }
+        }
+        for p in step.out {
+            let at = self.send_time(i, end);
+            self.at(at, Ev::ToServer(i, p.topic, p.payload));
+        }
+        if let Some(d) = step.down_for {
+            self.log
+                .line(self.since(end), "down", &name, step.down_why.unwrap_or("down"));
+            self.at(end + d, Ev::Boot(i));
+            return;
+        }
+        if booted && self.connected(i) && self.retained[i].is_some() {
+            self.at(end + self.timing.latency, Ev::Desired(i));
+        }
+        if self.devices[i].is_busy() {
+            self.schedule_tick(i, end + self.timing.poll);
+        }
+    }
+
+    /// When a message sent at `t` reaches the broker: after the latency, after every QoS 1 resend a
+    /// lossy link costs (20 s each), and never before the device's earlier messages (one TCP stream).
+    fn send_time(&mut self, i: usize, t: i64) -> i64 {
+        let mut at = t + self.timing.latency;
+        for _ in 0..10 {
+            if !self.devices[i].link.lose() {
+                break;
+            }
+            at += 20;
+        }
+        let at = at.max(self.send_free[i]);
+        self.send_free[i] = at;
+        at
+    }
+
+    fn schedule_tick(&mut self, i: usize, t: i64) {
+        if self.tick_at[i].is_none_or(|p| p > t) {
+            self.tick_at[i] = Some(t);
+            self.at(t, Ev::Tick(i));
+        }
+    }
+
+    fn uplink(&mut self, i: usize, topic: String, payload: Vec<u8>, inbound: &mut Vec<(String, Vec<u8>)>) {
+        let link = self.devices[i].link.clone();
+        if !self.broker_up || !link.is_up() {
+            // The client keeps it and publishes it once it is connected again.
+            return self.pending[i].push((topic, payload));
+        }
+        self.broker_hands_over(i, topic, payload, inbound);
+    }
+
+    /// The broker hands a message to the server, or keeps it (retained topics) while none subscribes.
+    fn broker_hands_over(
+        &mut self,
+        i: usize,
+        topic: String,
+        payload: Vec<u8>,
+        inbound: &mut Vec<(String, Vec<u8>)>,
+    ) {
+        if !self.broker_up {
+            return;
+        }
+        if self.server.is_none() {
+            if topic.ends_with("/report") || topic.ends_with("/presence") {
+                self.held_reports.insert((i, topic), payload);
+            }
+            return;
+        }
+        inbound.push((topic, payload));
+    }
+
+    fn engine_step(&mut self, t: i64) -> Result<(), VServerError> {
+        let Some(server) = &self.server else {
+            return Ok(());
+        };
+        self.stats.engine_steps += 1;
+        self.engine_ran = t;
+        let published = server.engine_step()?;
+        let decisions = new_decisions(server, &mut self.seen_decisions)?;
+        let active = server
+            .app
+            .store
+            .rollouts()
+            .map_err(|e| VServerError(e.to_string()))?
+            .iter()
+            .any(|r| halyard_server::engine::is_active(&r.status));
+        for d in decisions {
+            self.log.line(
+                self.since(t),
+                "rollout",
+                &d.rollout,
+                &format!("[{}] {}", d.kind, d.message),
+            );
+        }
+        self.publish(t, published.into_iter().map(|o| (o.topic, o.payload)));
+        if active {
+            self.wake_engine(t + self.timing.engine_tick);
+        }
+        Ok(())
+    }
+
+    /// Desired states the server published: retained, delivered to connected devices.
+    pub(super) fn publish(&mut self, t: i64, messages: impl Iterator<Item = (String, Vec<u8>)>) {
+        for (topic, payload) in messages {
+            let Some(i) = Topic::parse(&topic).and_then(|(d, _)| self.index_of.get(d.as_str()).copied())
+            else {
+                continue;
+            };
+            self.stats.desired_sent += 1;
+            self.retained[i] = Some(payload);
+            if self.connected(i) {
+                let lost = self.devices[i].link.lose();
+                let delay = self.timing.latency + if lost { 20 } else { 0 };
+                self.at(t + delay, Ev::Desired(i));
+            }
+        }
+    }
+}
+
+fn new_decisions(
+    server: &VServer,
+    seen: &mut HashMap<String, usize>,
+) -> Result<Vec<halyard_server::model::Decision>, VServerError> {
+    let store = &server.app.store;
+    let err = |e: halyard_server::store::StoreError| VServerError(e.to_string());
+    let mut out = Vec::new();
+    let mut rollouts = store.rollouts().map_err(err)?;
+    rollouts.sort_by(|a, b| a.id.cmp(&b.id));
+    for r in rollouts {
+        let all = store.decisions(&r.id).map_err(err)?;
+        let n = seen.entry(r.id.clone()).or_default();
+        out.extend(all.into_iter().skip(*n).inspect(|_| *n += 1));
+    }
+    Ok(out)
+}
