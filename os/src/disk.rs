@@ -177,6 +177,7 @@ fn mkfs(spec: &Spec, label: &str, dir: &Path, mib: u64, out: &Path) -> Result<Ve
     .env("MKE2FS_DEVICE_SECTSIZE", "512")
     .env_remove("MKE2FS_CONFIG");
     run_tool(&mut cmd)?;
+    pin_ctimes(dir, out, spec.source_date_epoch)?;
     let mut bytes = Vec::new();
     File::open(out)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -204,4 +205,31 @@ fn pin_times(dir: &Path, epoch: u64) -> Result<(), OsError> {
     File::open(dir)
         .and_then(|f| f.set_times(times))
         .map_err(OsError::io(dir))
+}
+
+/// `mkfs.ext4 -d` copies each file's ctime, which cannot be set on the host: rewrite them with
+/// `debugfs` so the filesystem is reproducible.
+fn pin_ctimes(dir: &Path, image: &Path, epoch: u64) -> Result<(), OsError> {
+    let mut commands = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(OsError::io(&d))? {
+            let path = entry.map_err(OsError::io(&d))?.path();
+            let rel = path.strip_prefix(dir).unwrap_or(&path);
+            commands.push_str(&format!("sif \"/{}\" ctime @{epoch}\n", rel.display()));
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    let script = image.with_extension("debugfs");
+    write(&script, &commands)?;
+    run_tool(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(image),
+    )?;
+    Ok(())
 }
