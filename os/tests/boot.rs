@@ -111,13 +111,13 @@ fn boots_updates_survives_a_power_cut_and_rolls_back() {
     // 1. v1 boots from A, enrolls and reports.
     let mut vm = boots.start("1 (v1)", dir, &fleet, "A");
     fleet.wait("v1 reported", Duration::from_secs(60), &vm, |r| {
-        slot_version(r, "a") == "1.0.0" && active(r) == "a" && state(r).contains("Idle")
+        slot_version(r, "a") == "1.0.0" && active(r) == "a" && state(r).contains("idle")
     });
 
     // 2. v2 rolls out; the power goes while the agent writes slot B.
     fleet.rollout("to-v2", "2.0.0");
     fleet.wait("v2 installing", Duration::from_secs(120), &vm, |r| {
-        state(r).contains("Installing")
+        state(r).contains("installing")
     });
     vm.kill();
     eprintln!("power cut while installing v2");
@@ -129,7 +129,7 @@ fn boots_updates_survives_a_power_cut_and_rolls_back() {
     // 4. v2 boots from B, passes health, commits.
     let vm = boots.start("3 (v2 trial)", dir, &fleet, "B");
     let d = fleet.wait("v2 committed", Duration::from_secs(90), &vm, |r| {
-        state(r).contains("Committed") && active(r) == "b" && slot_version(r, "b") == "2.0.0"
+        state(r).contains("committed") && active(r) == "b" && slot_version(r, "b") == "2.0.0"
     });
     eprintln!("after v2: {}", d["report"]);
 
@@ -141,7 +141,7 @@ fn boots_updates_survives_a_power_cut_and_rolls_back() {
     wait_reboot(&mut vm, "v3 health failure");
     let vm = boots.start("5 (back on v2)", dir, &fleet, "B");
     let d = fleet.wait("v3 rolled back", Duration::from_secs(90), &vm, |r| {
-        state(r).contains("RolledBack") && active(r) == "b" && slot_version(r, "b") == "2.0.0"
+        state(r).contains("rolledback") && active(r) == "b" && slot_version(r, "b") == "2.0.0"
     });
     let report = &d["report"];
     eprintln!("after v3: {report}");

@@ -143,9 +143,9 @@ pub fn tail(vm: &Vm) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
-/// `state` of a report as text (`"Committed"`, ...), and its JSON.
+/// `state` of a report as lower-case JSON text without underscores (`{"state":"rolledback",...}`).
 pub fn state(report: &Value) -> String {
-    report["state"].to_string()
+    report["state"].to_string().to_lowercase().replace('_', "")
 }
 
 pub fn slot_version(report: &Value, slot: &str) -> String {
