@@ -131,7 +131,7 @@ fn boots_updates_survives_a_power_cut_and_rolls_back() {
     let d = fleet.wait("v2 committed", Duration::from_secs(90), &vm, |r| {
         state(r).contains("committed") && active(r) == "b" && slot_version(r, "b") == "2.0.0"
     });
-    eprintln!("after v2: {}", d["report"]);
+    eprintln!("after v2: {}", d["device"]["report"]);
 
     // 5. v3 (failing health) is written to A, tried, given up; the device falls back to v2 on B.
     fleet.rollout("to-v3", "3.0.0");
@@ -143,7 +143,7 @@ fn boots_updates_survives_a_power_cut_and_rolls_back() {
     let d = fleet.wait("v3 rolled back", Duration::from_secs(90), &vm, |r| {
         state(r).contains("rolledback") && active(r) == "b" && slot_version(r, "b") == "2.0.0"
     });
-    let report = &d["report"];
+    let report = &d["device"]["report"];
     eprintln!("after v3: {report}");
     assert!(state(report).contains("3.0.0"), "{report}");
     drop(vm);

@@ -124,7 +124,8 @@ impl Fleet {
         let start = Instant::now();
         loop {
             if let Some(d) = self.device() {
-                if check(&d["report"]) {
+                // GET /api/v1/devices/{id} answers {device: {.., report}, desired, events}.
+                if check(&d["device"]["report"]) {
                     return d;
                 }
                 if start.elapsed() > timeout {
