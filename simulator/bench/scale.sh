@@ -17,8 +17,9 @@ mode="${1:-virtual}"; shift || true
 mkdir -p "$here/results"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 
-(cd "$root" && cargo build --release -q -p halyard-sim)
-sim="$target/release/halyard-sim"
+# HALYARD_SIM_BIN=path uses that binary instead of building the release one.
+sim="${HALYARD_SIM_BIN:-$target/release/halyard-sim}"
+[[ -n "${HALYARD_SIM_BIN:-}" ]] || (cd "$root" && cargo build --release -q -p halyard-sim)
 
 scenario() { # clock devices
   local clock=$1 n=$2 per=$(( $2 / 8 )) rest=$(( $2 - 7 * ($2 / 8) ))

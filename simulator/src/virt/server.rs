@@ -48,6 +48,10 @@ impl VServer {
         );
         settings.clock = Arc::new(clock);
         settings.deltas = false;
+        // One server: it takes the engine lease at once; a long lease keeps the term from lapsing
+        // between two real-time renewals on a busy machine (a skipped engine pass would break
+        // determinism).
+        settings.lease_ttl = std::time::Duration::from_secs(3600);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -72,6 +76,7 @@ impl VServer {
                     })
                     .await;
             });
+            tokio::spawn(halyard_server::leader::run(app.clone(), app.stopping.clone()));
             tokio::spawn(async move {
                 while let Some(m) = outgoing.recv().await {
                     if tx.send(m).is_err() {
@@ -81,6 +86,15 @@ impl VServer {
             });
             Ok::<_, VServerError>(())
         })?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while app.leader.epoch().is_none() {
+            if std::time::Instant::now() > deadline {
+                return Err(VServerError(
+                    "the engine lease was not granted within 30 s".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let admin_token = halyard_server::server::admin_token(dir).map_err(err)?;
         Ok(Self {
             rt,
