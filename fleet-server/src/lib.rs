@@ -12,7 +12,7 @@
 //!   signed `desired` envelopes; [`views`]: records to engine inputs; [`selector`]: device selectors.
 //! - [`releases`]: bundle upload verification and the trust root; [`secrets`]: server key and tokens.
 //! - [`api`]: HTTP (device endpoints, operator REST, artifacts); [`metrics`]: Prometheus text.
-//! - `ctl`: the `halyardctl` operator CLI.
+//! - `ctl`: the `halyardctl` operator CLI; [`dashboard`]: the operator web dashboard at `/`.
 
 pub mod api;
 pub mod app;
@@ -20,6 +20,7 @@ pub mod background;
 pub mod broker;
 pub mod clock;
 pub mod ctl;
+pub mod dashboard;
 pub mod deltas;
 pub mod desired;
 pub mod engine;

@@ -45,6 +45,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/enroll-tokens"),
     ("get", "/api/v1/enroll-tokens"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/whoami"),
     ("get", "/api/v1/fleet"),
 ];
 

@@ -133,6 +133,32 @@ impl Client {
         self.call(method, path, Some((content_type, len)), body)
     }
 
+    /// `GET path` as a stream (Server-Sent Events): the open body of a 2xx answer, read as it arrives
+    /// (no size cap or timeout: the caller reads it line by line and drops it to stop).
+    pub fn open_stream(&self, path: &str) -> Result<ureq::BodyReader<'static>, CtlError> {
+        let url = format!("{}{}", self.base, path);
+        let request = self
+            .headers(Request::builder().method(Method::GET).uri(&url), None)
+            .header("accept", "text/event-stream")
+            .body(SendBody::none())
+            .map_err(|e| CtlError::Usage(format!("invalid request URL {url}: {e}")))?;
+        let response = self.agent.run(request).map_err(|source| CtlError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = response.into_body().read_to_string().unwrap_or_default();
+            return Err(CtlError::Refused {
+                method: Method::GET,
+                path: path.to_owned(),
+                status,
+                message: error_message(&text),
+            });
+        }
+        Ok(response.into_body().into_reader())
+    }
+
     fn call(
         &self,
         method: Method,

@@ -6,7 +6,8 @@
 //! - [`client`]: the blocking HTTP client (bearer token, JSON, error → exit code mapping).
 //! - [`table`]: aligned tables and key/value blocks for human output.
 //! - [`window`]: the `mon-fri 22:00-04:00` maintenance-window syntax.
-//! - [`watch`]: `rollouts watch`, live progress bars per wave and new decisions.
+//! - [`watch`]: `rollouts watch`, live progress bars per wave and new decisions; [`live`]: its
+//!   Server-Sent Events follower (polling while the stream is down).
 //! - one module per command group: [`devices`], [`sites`], [`releases`], [`rollouts`], [`tokens`]
 //!   (API and enrollment tokens), [`admin`] (trust root, fleet summary, audit log).
 
@@ -18,6 +19,7 @@ pub mod rollouts;
 pub mod sites;
 pub mod table;
 pub mod tokens;
+pub mod live;
 pub mod watch;
 pub mod window;
 

@@ -58,7 +58,7 @@ pub enum RolloutsCmd {
     Watch {
         /// Rollout id
         id: String,
-        /// Seconds between polls
+        /// Seconds between polls while the live event stream is unavailable
         #[arg(long, value_name = "SECS", default_value_t = 1)]
         interval: u64,
     },

@@ -1,11 +1,15 @@
-//! `halyardctl rollouts watch ID`: polls `GET /api/v1/rollouts/{id}` every second, draws one
-//! progress bar per wave from the rollout state and prints each new decision once, until the
+//! `halyardctl rollouts watch ID`: follows `GET /api/v1/rollouts/{id}/events` (Server-Sent Events)
+//! and re-reads `GET /api/v1/rollouts/{id}` whenever the rollout changes; while the stream is down
+//! (or the server refuses it) it polls every `--interval` seconds instead. It draws one progress
+//! bar per wave from the rollout state and prints each new decision once, as it happens, until the
 //! rollout reaches a final status (completed, reverted, aborted).
 //!
-//! The pure parts ([`wave_progress`], [`Seen::fresh`], [`is_final`]) are unit-tested; the loop
-//! only fetches, draws and sleeps.
+//! The pure parts ([`wave_progress`], [`Seen::fresh`], [`is_final`], the SSE parser in
+//! [`super::live`]) are unit-tested; the loop only fetches, draws and waits.
 
 use std::collections::HashSet;
+use std::io::Write;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -15,6 +19,7 @@ use serde_json::Value;
 use halyard_rollout::RolloutState;
 
 use super::client::segment;
+use super::live::{self, Signal};
 use super::table::time;
 use super::{CtlError, Ctx, decode, print};
 use crate::model::{Decision, Rollout};
@@ -114,11 +119,17 @@ pub fn decision_line(d: &Decision) -> String {
     format!("{}  {}  {}", time(d.at), d.kind, d.message)
 }
 
-/// Watches rollout `id` until it is final, polling every `interval`.
+/// While the stream is up, the rollout is still re-read this often (a missed event costs no more).
+const LIVE_SAFETY_POLL: Duration = Duration::from_secs(15);
+
+/// Watches rollout `id` until it is final: live from the event stream, polling every `interval`
+/// while the stream is unavailable.
 pub fn watch(ctx: &Ctx, id: &str, interval: Duration) -> Result<(), CtlError> {
     let path = format!("/api/v1/rollouts/{}", segment(id));
+    let signals = live::follow(ctx.client.clone(), format!("{path}/events"));
     let mut seen = Seen::default();
     let mut bars = Bars::new(ctx.json);
+    let mut mode = Mode::Polling;
     loop {
         let answer = get_once_more_on_disconnect(ctx, &path, interval)?;
         let detail: RolloutDetail = decode(&answer, "rollout")?;
@@ -137,8 +148,48 @@ pub fn watch(ctx: &Ctx, id: &str, interval: Duration) -> Result<(), CtlError> {
             bars.finish();
             return finish(ctx, &answer, &detail.rollout);
         }
-        std::thread::sleep(interval);
+        mode = wait(&signals, mode, interval, &bars);
     }
+}
+
+/// Whether changes are pushed to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Live,
+    Polling,
+}
+
+/// Waits until the rollout may have changed: an event (live), or `interval` (polling). Tells the
+/// operator on stderr when the mode changes.
+fn wait(signals: &Receiver<Signal>, mode: Mode, interval: Duration, bars: &Bars) -> Mode {
+    let timeout = match mode {
+        Mode::Live => LIVE_SAFETY_POLL,
+        Mode::Polling => interval,
+    };
+    let next = match signals.recv_timeout(timeout) {
+        Ok(Signal::Connected) => Mode::Live,
+        Ok(Signal::Changed) | Err(RecvTimeoutError::Timeout) => mode,
+        Ok(Signal::Lost(why)) => {
+            bars.note(&format!("live updates interrupted ({why}); polling every {interval:?}"));
+            Mode::Polling
+        }
+        Ok(Signal::Refused(why)) => {
+            bars.note(&format!("no live updates ({why}); polling every {interval:?}"));
+            Mode::Polling
+        }
+        Err(RecvTimeoutError::Disconnected) => Mode::Polling,
+    };
+    // Coalesce a burst of changes into one re-read.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut next = next;
+    while let Ok(s) = signals.try_recv() {
+        match s {
+            Signal::Connected => next = Mode::Live,
+            Signal::Lost(_) | Signal::Refused(_) => next = Mode::Polling,
+            Signal::Changed => {}
+        }
+    }
+    next
 }
 
 /// A poll; a dropped connection (server restart, idle close) is retried once after `interval`
@@ -199,6 +250,14 @@ impl Bars {
     /// Prints above the bars (plain stdout when they are hidden).
     fn println(&self, line: &str) -> Result<(), CtlError> {
         self.multi.suspend(|| print(&format!("{line}\n")))
+    }
+
+    /// A status note on stderr (above the bars), never mixed into stdout's decision lines.
+    fn note(&self, line: &str) {
+        self.multi.suspend(|| {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "halyardctl: {line}");
+        });
     }
 
     fn finish(&self) {
