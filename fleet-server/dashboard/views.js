@@ -92,7 +92,8 @@ window.HalyardViews = (() => {
       W.breakdown('By state', 'state', f.by_state, f.devices, (k) => `state=${k}`),
       W.breakdown('By site', 'site', f.by_site, f.devices, (k) => (k === 'none' ? null : `site=${k}`)),
       W.breakdown('By hardware class', 'hw', f.by_hardware_class, f.devices, (k) => `hw=${k}`));
-    fill(document.getElementById('f-chart'), W.versionChart(state.samples));
+    const chart = document.getElementById('f-chart');
+    fill(chart, W.versionChart(state.samples, chart && chart.clientWidth));
     fill(document.getElementById('f-offline'), offline.length
       ? W.deviceList(offline.slice(0, 50).map((d) => [d.id, `last seen ${ago(d.last_seen)}`]), offline.length)
       : h('p', { class: 'quiet' }, state.allDevices ? 'Every device is online.' : 'Loading…'));

@@ -160,14 +160,14 @@ window.HalyardWidgets = (() => {
     return a.localeCompare(b);
   }
 
-  function versionChart(samples) {
+  function versionChart(samples, width) {
     if (!samples.length) return h('p', { class: 'quiet' }, 'Collecting samples…');
     const pts = [...samples, { t: Date.now(), v: samples[samples.length - 1].v }];
     const versions = [...new Set(pts.flatMap((p) => Object.keys(p.v)))].sort(versionOrder);
     const t0 = Math.min(pts[0].t, Date.now() - 60000);
     const t1 = Date.now();
     const max = Math.max(1, ...pts.flatMap((p) => Object.values(p.v)));
-    const [W, H, L, R, T, B] = [640, 200, 40, 10, 10, 24];
+    const [W, H, L, R, T, B] = [Math.max(300, Math.round(width || 640)), 220, 40, 12, 10, 24];
     const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
     const y = (n) => T + (1 - n / max) * (H - T - B);
     const lines = versions.map((v, i) => {
@@ -266,7 +266,7 @@ window.HalyardWidgets = (() => {
       h('p', { class: 'legend-line' }, SEGMENTS.filter((k) => c[k]).map((k) =>
         h('span', { class: `key ${k}` }, h('span', { class: `dot ${k}`, 'aria-hidden': 'true' }), `${c[k]} ${k}`))),
       h('p', { class: `budget ${over ? 'over' : ''}`, 'data-budget-used': c.failed, 'data-budget': budget },
-        `Failure budget: ${c.failed} of ${budget} allowed used${over ? ' — breached' : ''}`));
+        `Failures: ${c.failed} · budget ${budget}${over ? ' — breached' : ''}`));
     }));
   }
 
