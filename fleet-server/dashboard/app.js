@@ -188,6 +188,8 @@
     if (msg.kind === 'device') {
       markDirty('fleet');
       if (state.route.page === 'device' && state.route.id === msg.id) markDirty('device');
+      // a device's progress shows in the rollout it belongs to before the engine's next step
+      if (state.route.page === 'rollout') markDirty('rollout');
     } else if (msg.kind === 'rollout') {
       markDirty('rollouts');
       if (state.route.page === 'rollout' && state.route.id === msg.id) markDirty('rollout');
@@ -196,15 +198,17 @@
     }
   }
 
-  // Changes are coalesced: at most one refresh a second, the first one soon after a quiet spell.
+  // Changes are coalesced: the first refresh soon after a quiet spell, then at most one a second, or
+  // less often when refreshing is slow (a big fleet's device list), so a busy fleet cannot flood the tab.
   const dirty = new Set();
   let flushTimer = null;
   let lastFlush = 0;
+  let gap = 1000;
 
   function markDirty(what) {
     dirty.add(what);
     if (flushTimer) return;
-    const wait = Math.max(150, 1000 - (Date.now() - lastFlush));
+    const wait = Math.max(150, gap - (Date.now() - lastFlush));
     flushTimer = setTimeout(flush, wait);
   }
 
@@ -215,6 +219,7 @@
     try {
       await refresh(what);
     } finally {
+      gap = Math.min(10000, Math.max(1000, 3 * (Date.now() - lastFlush)));
       flushTimer = null;
       if (dirty.size) markDirty([...dirty][0]);
     }

@@ -107,7 +107,10 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
     };
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     if let Ok(v) = HeaderValue::from_str(etag) {
@@ -134,20 +137,33 @@ mod tests {
     fn every_asset_has_a_type_and_a_distinct_etag() {
         let tags: std::collections::BTreeSet<_> = ETAGS.iter().collect();
         assert_eq!(tags.len(), ASSETS.len());
-        assert!(ASSETS.iter().all(|a| !a.body.is_empty() && !a.content_type.is_empty()));
+        assert!(
+            ASSETS
+                .iter()
+                .all(|a| !a.body.is_empty() && !a.content_type.is_empty())
+        );
     }
 
     #[test]
     fn revalidation_answers_not_modified() {
         let mut headers = HeaderMap::new();
         let etag = ETAGS[1].clone();
-        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("x")));
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("x")),
+        );
         assert_eq!(serve("app.js", &headers).status(), StatusCode::NOT_MODIFIED);
         let fresh = serve("app.js", &HeaderMap::new());
         assert_eq!(fresh.status(), StatusCode::OK);
-        assert_eq!(fresh.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(
+            fresh.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
         assert_eq!(fresh.headers()[header::ETAG], etag.as_str());
-        assert_eq!(serve("../Cargo.toml", &HeaderMap::new()).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            serve("../Cargo.toml", &HeaderMap::new()).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]

@@ -67,7 +67,10 @@ fn driver() -> Option<(Driver, PathBuf)> {
     let d = Driver { child, port };
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not listen on {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chromedriver did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Some((d, chromium))
@@ -85,7 +88,10 @@ struct Browser {
 impl Browser {
     fn start(base: &str, test: &str) -> Option<Self> {
         let (driver, chromium) = driver()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let caps = json!({"goog:chromeOptions": {"binary": chromium, "args": [
             "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--window-size=1280,800", "--hide-scrollbars", "--force-device-scale-factor=1", "--lang=en-US"]}});
@@ -97,13 +103,25 @@ impl Browser {
                     .connect(&url),
             )
             .expect("WebDriver session with headless Chromium");
-        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-shots").join(test);
+        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("browser-shots")
+            .join(test);
         std::fs::create_dir_all(&shots).unwrap();
-        Some(Self { rt, c, base: base.to_owned(), shots, _driver: driver })
+        let b = Self {
+            rt,
+            c,
+            base: base.to_owned(),
+            shots,
+            _driver: driver,
+        };
+        b.viewport(1280, 800);
+        Some(b)
     }
 
     fn goto(&self, path: &str) {
-        self.rt.block_on(self.c.goto(&format!("{}{path}", self.base))).unwrap();
+        self.rt
+            .block_on(self.c.goto(&format!("{}{path}", self.base)))
+            .unwrap();
     }
 
     /// Changes the hash route from inside the page (no reload).
@@ -127,8 +145,13 @@ impl Browser {
             .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
-    fn size(&self, w: u32, h: u32) {
-        self.rt.block_on(self.c.set_window_size(w, h)).unwrap();
+    /// Sets the window so that the page's viewport is `w`×`h` CSS pixels.
+    fn viewport(&self, w: u32, h: u32) {
+        let chrome = self.js("return [outerWidth - innerWidth, outerHeight - innerHeight];");
+        let (dw, dh) = (chrome[0].as_u64().unwrap_or(0), chrome[1].as_u64().unwrap_or(0));
+        self.rt
+            .block_on(self.c.set_window_size(w + dw as u32, h + dh as u32))
+            .unwrap();
     }
 
     fn shot(&self, name: &str) -> PathBuf {
@@ -142,15 +165,20 @@ impl Browser {
     fn until(&self, what: &str, expr: &str, secs: u64) -> Value {
         let start = Instant::now();
         loop {
-            let v = self.js(&format!("try {{ return ({expr}); }} catch (e) {{ return null; }}"));
+            let v = self.js(&format!(
+                "try {{ return ({expr}); }} catch (e) {{ return null; }}"
+            ));
             if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
                 return v;
             }
             if start.elapsed() > Duration::from_secs(secs) {
                 let shot = self.shot(&format!("timeout-{}", what.replace(' ', "-")));
                 let text = self.js("return document.body.innerText;");
-                panic!("timed out after {secs} s waiting for {what} ({expr}); screenshot {}\npage:\n{}",
-                    shot.display(), text.as_str().unwrap_or_default());
+                panic!(
+                    "timed out after {secs} s waiting for {what} ({expr}); screenshot {}\npage:\n{}",
+                    shot.display(),
+                    text.as_str().unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -174,7 +202,9 @@ impl Browser {
 }
 
 fn token(control: &Control, name: &str, role: &str) -> String {
-    let t: Value = control.post("/api/v1/tokens", &json!({"name": name, "role": role})).unwrap();
+    let t: Value = control
+        .post("/api/v1/tokens", &json!({"name": name, "role": role}))
+        .unwrap();
     t["token"].as_str().unwrap().to_owned()
 }
 
@@ -186,12 +216,30 @@ const PAGE_COUNTS: &str = "const g = (n) => Object.fromEntries([...document.quer
     by_version: g('version'), by_state: g('state'), by_site: g('site'), by_hardware_class: g('hw')};";
 
 fn fleet_page_matches_the_api(b: &Browser, w: &World) {
-    b.until("8 devices on the fleet page", "document.querySelector('[data-count=devices] .value').textContent === '8'", 30);
-    b.until("the device table", "document.querySelectorAll('[data-table=devices] tbody tr').length === 8", 30);
+    b.until(
+        "8 devices on the fleet page",
+        "document.querySelector('[data-count=devices] .value').textContent === '8'",
+        30,
+    );
+    b.until(
+        "the device table",
+        "document.querySelectorAll('[data-table=devices] tbody tr').length === 8",
+        30,
+    );
     let api = fleet(&w.line);
     let page = b.js(PAGE_COUNTS);
-    for key in ["devices", "online", "by_version", "by_state", "by_site", "by_hardware_class"] {
-        assert_eq!(page[key], api[key], "fleet page {key} differs from the API: page {page} api {api}");
+    for key in [
+        "devices",
+        "online",
+        "by_version",
+        "by_state",
+        "by_site",
+        "by_hardware_class",
+    ] {
+        assert_eq!(
+            page[key], api[key],
+            "fleet page {key} differs from the API: page {page} api {api}"
+        );
     }
     assert_eq!(page["by_version"], json!({"1.0.0": 8}));
     assert_eq!(page["by_site"], json!({"store-berlin": 4, "store-nyc": 4}));
@@ -199,9 +247,17 @@ fn fleet_page_matches_the_api(b: &Browser, w: &World) {
     // the selector search goes through the API's selector syntax
     b.type_into("#selector", "hw=pos-arm,site=store-nyc");
     b.click("form.search button[type=submit]");
-    b.until("2 devices matching the selector", "document.querySelectorAll('[data-table=devices] tbody tr').length === 2", 10);
+    b.until(
+        "2 devices matching the selector",
+        "document.querySelectorAll('[data-table=devices] tbody tr').length === 2",
+        10,
+    );
     b.click("form.search button.quiet");
-    b.until("the whole fleet again", "document.querySelectorAll('[data-table=devices] tbody tr').length === 8", 10);
+    b.until(
+        "the whole fleet again",
+        "document.querySelectorAll('[data-table=devices] tbody tr').length === 8",
+        10,
+    );
 }
 
 #[test]
@@ -214,26 +270,57 @@ fn fleet_counts_and_a_bad_rollout_reverting_live() {
     b.goto("/");
     b.sign_in(&ops);
     fleet_page_matches_the_api(&b, &w);
-    b.until("the live stream", "document.getElementById('live').dataset.mode === 'live'", 10);
+    b.until(
+        "the live stream",
+        "document.getElementById('live').dataset.mode === 'live'",
+        10,
+    );
     b.shot("fleet");
 
     // From here on the page is never reloaded: a marker on `window` must survive to the end.
     b.js("window.__noReload = 42; return true;");
     b.route("#/rollouts");
-    b.until("the empty rollouts page", "document.getElementById('r-list').textContent.includes('No rollouts')", 10);
+    b.until(
+        "the empty rollouts page",
+        "document.getElementById('r-list').textContent.includes('No rollouts')",
+        10,
+    );
     w.line.upload("2.1.0", 1).unwrap();
-    let _: Value = w.line.control.post("/api/v1/rollouts", &three_waves("2.1.0", "r-bad")).unwrap();
-    b.until("the new rollout listed", "document.querySelector('[data-rollout-link=\"r-bad\"]')", 20);
+    let _: Value = w
+        .line
+        .control
+        .post("/api/v1/rollouts", &three_waves("2.1.0", "r-bad"))
+        .unwrap();
+    b.until(
+        "the new rollout listed",
+        "document.querySelector('[data-rollout-link=\"r-bad\"]')",
+        20,
+    );
     b.click("[data-rollout-link=\"r-bad\"]");
-    b.until("wave 1 with a failed device", "Number(document.querySelector('[data-wave=\"1\"]').dataset.failed) > 0", 180);
+    b.until(
+        "wave 1 with a failed device",
+        "Number(document.querySelector('[data-wave=\"1\"]').dataset.failed) > 0",
+        180,
+    );
     b.shot("rollout-failing");
-    b.until("the rollout reverted", "document.querySelector('.rollout-status').dataset.status === 'reverted'", 240);
-    b.until("every wave-1 device failed or reverted",
+    b.until(
+        "the rollout reverted",
+        "document.querySelector('.rollout-status').dataset.status === 'reverted'",
+        240,
+    );
+    b.until(
+        "every wave-1 device failed or reverted",
         "(() => { const w = document.querySelector('[data-wave=\"1\"]').dataset; \
            const all = ['healthy', 'soaking', 'updating', 'pending', 'failed', 'reverted']\
              .reduce((n, k) => n + Number(w[k]), 0); \
-           return all > 0 && Number(w.failed) + Number(w.reverted) === all; })()", 30);
-    assert_eq!(b.js("return window.__noReload;"), json!(42), "the page was reloaded");
+           return all > 0 && Number(w.failed) + Number(w.reverted) === all; })()",
+        30,
+    );
+    assert_eq!(
+        b.js("return window.__noReload;"),
+        json!(42),
+        "the page was reloaded"
+    );
     let waves = b.js("return [...document.querySelectorAll('[data-wave]')].map((w) => ({...w.dataset}));");
     assert_eq!(waves.as_array().unwrap().len(), 3, "{waves}");
     for later in &waves.as_array().unwrap()[1..] {
@@ -241,28 +328,42 @@ fn fleet_counts_and_a_bad_rollout_reverting_live() {
         assert_eq!(later["healthy"], "0", "a later wave was touched: {waves}");
     }
     assert!(
-        b.js("return [...document.querySelectorAll('#ro-log li')].some((li) => li.dataset.kind === 'breach');") == json!(true),
+        b.js(
+            "return [...document.querySelectorAll('#ro-log li')].some((li) => li.dataset.kind === 'breach');"
+        ) == json!(true),
         "no breach in the decision log"
     );
     let budget = b.js("return document.querySelector('[data-wave=\"1\"] .budget').textContent;");
     assert!(budget.as_str().unwrap().contains("breached"), "{budget}");
     b.shot("rollout-reverted");
 
-    b.size(390, 844);
+    b.viewport(390, 844);
     b.until("the phone layout", "window.innerWidth < 500", 5);
     assert!(b.fits(), "the rollout page scrolls sideways on a phone");
     b.shot("rollout-phone");
     b.route("#/fleet");
-    b.until("the fleet page", "document.querySelector('[data-count=devices]')", 10);
+    b.until(
+        "the fleet page",
+        "document.querySelector('[data-count=devices]')",
+        10,
+    );
     assert!(b.fits(), "the fleet page scrolls sideways on a phone");
     b.shot("fleet-phone");
-    b.size(1280, 800);
+    b.viewport(1280, 800);
 
-    let World { mut line, server, dir } = w;
+    let World {
+        mut line,
+        server,
+        dir,
+    } = w;
     line.shutdown();
     server.stop();
-    b.until("the unreachable message", "!document.getElementById('banner').hidden && \
-        document.getElementById('banner').textContent.includes('Cannot reach the Halyard server')", 30);
+    b.until(
+        "the unreachable message",
+        "!document.getElementById('banner').hidden && \
+        document.getElementById('banner').textContent.includes('Cannot reach the Halyard server')",
+        30,
+    );
     b.shot("unreachable");
     b.close();
     drop(dir);
@@ -274,7 +375,10 @@ fn viewer_token_sees_no_mutating_buttons() {
     let Some(b) = Browser::start(&w.server.url(), "viewer") else {
         return;
     };
-    let (ops, viewer) = (token(&w.line.control, "ops", "operator"), token(&w.line.control, "audit", "viewer"));
+    let (ops, viewer) = (
+        token(&w.line.control, "ops", "operator"),
+        token(&w.line.control, "audit", "viewer"),
+    );
     w.line.upload("2.0.0", 1).unwrap();
     let wave = |size: Value| json!({"size": size, "soak_secs": 3600, "failure_budget": {"count": 0}});
     let body = json!({"id": "r-slow", "version": "2.0.0", "selector": "", "seed": 1, "policy": {
@@ -284,16 +388,32 @@ fn viewer_token_sees_no_mutating_buttons() {
 
     b.goto("/#/rollouts/r-slow");
     b.sign_in(&ops);
-    b.until("the operator's pause button", "document.querySelector('button[data-command=pause]')", 20);
+    b.until(
+        "the operator's pause button",
+        "document.querySelector('button[data-command=pause]')",
+        20,
+    );
     b.click("button[data-command=pause]");
-    b.until("the rollout paused", "document.querySelector('.rollout-status').dataset.status === 'paused'", 20);
-    b.until("the resume button", "document.querySelector('button[data-command=resume]')", 10);
+    b.until(
+        "the rollout paused",
+        "document.querySelector('.rollout-status').dataset.status === 'paused'",
+        20,
+    );
+    b.until(
+        "the resume button",
+        "document.querySelector('button[data-command=resume]')",
+        10,
+    );
     b.shot("operator");
 
     b.click("#logout");
     b.sign_in(&viewer);
     b.route("#/rollouts/r-slow");
-    b.until("the waves for the viewer", "document.querySelector('[data-wave=\"1\"]')", 20);
+    b.until(
+        "the waves for the viewer",
+        "document.querySelector('[data-wave=\"1\"]')",
+        20,
+    );
     b.until("the read-only note", "document.querySelector('.read-only')", 10);
     let buttons = b.js("return document.querySelectorAll('button[data-command]').length;");
     assert_eq!(buttons, json!(0), "a viewer sees mutating buttons");
@@ -301,7 +421,11 @@ fn viewer_token_sees_no_mutating_buttons() {
     assert_eq!(me, json!("audit · viewer"));
     b.shot("viewer");
     // and the API refuses the viewer anyway
-    let refused = Control::new(&w.server.url(), &viewer).post::<Value>("/api/v1/rollouts/r-slow/resume", &json!({}));
-    assert!(refused.is_err_and(|e| e.reason.contains("403")), "viewer could resume");
+    let refused =
+        Control::new(&w.server.url(), &viewer).post::<Value>("/api/v1/rollouts/r-slow/resume", &json!({}));
+    assert!(
+        refused.is_err_and(|e| e.reason.contains("403")),
+        "viewer could resume"
+    );
     b.close();
 }

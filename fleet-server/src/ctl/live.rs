@@ -86,9 +86,7 @@ fn run(client: &Client, path: &str, tx: &Sender<Signal>) {
                     Err(Stop) => return,
                 }
             }
-            Err(CtlError::Refused {
-                status, message, ..
-            }) => {
+            Err(CtlError::Refused { status, message, .. }) => {
                 let _ = tx.send(Signal::Refused(format!("{status}: {message}")));
                 return;
             }
@@ -182,7 +180,10 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
              event: change\ndata: {\"kind\":\"rollout\",\"id\":\"r\"}\n\n: ping\n\n",
         );
-        let rx = follow(Client::new(&base, Some("t".into())), "/api/v1/rollouts/r/events".into());
+        let rx = follow(
+            Client::new(&base, Some("t".into())),
+            "/api/v1/rollouts/r/events".into(),
+        );
         let got: Vec<Signal> = (0..3)
             .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("signal"))
             .collect();

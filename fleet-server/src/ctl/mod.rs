@@ -14,12 +14,12 @@
 pub mod admin;
 pub mod client;
 pub mod devices;
+pub mod live;
 pub mod releases;
 pub mod rollouts;
 pub mod sites;
 pub mod table;
 pub mod tokens;
-pub mod live;
 pub mod watch;
 pub mod window;
 

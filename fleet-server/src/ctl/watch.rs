@@ -160,34 +160,41 @@ enum Mode {
 }
 
 /// Waits until the rollout may have changed: an event (live), or `interval` (polling). Tells the
-/// operator on stderr when the mode changes.
+/// operator on stderr when live updates stop.
 fn wait(signals: &Receiver<Signal>, mode: Mode, interval: Duration, bars: &Bars) -> Mode {
     let timeout = match mode {
         Mode::Live => LIVE_SAFETY_POLL,
         Mode::Polling => interval,
     };
-    let next = match signals.recv_timeout(timeout) {
-        Ok(Signal::Connected) => Mode::Live,
-        Ok(Signal::Changed) | Err(RecvTimeoutError::Timeout) => mode,
-        Ok(Signal::Lost(why)) => {
-            bars.note(&format!("live updates interrupted ({why}); polling every {interval:?}"));
-            Mode::Polling
+    let first = match signals.recv_timeout(timeout) {
+        Ok(s) => Some(s),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => {
+            // the follower gave up (refused stream): plain polling
+            std::thread::sleep(interval);
+            return Mode::Polling;
         }
-        Ok(Signal::Refused(why)) => {
-            bars.note(&format!("no live updates ({why}); polling every {interval:?}"));
-            Mode::Polling
-        }
-        Err(RecvTimeoutError::Disconnected) => Mode::Polling,
     };
     // Coalesce a burst of changes into one re-read.
     std::thread::sleep(Duration::from_millis(50));
-    let mut next = next;
-    while let Ok(s) = signals.try_recv() {
-        match s {
-            Signal::Connected => next = Mode::Live,
-            Signal::Lost(_) | Signal::Refused(_) => next = Mode::Polling,
-            Signal::Changed => {}
-        }
+    let mut next = mode;
+    for signal in first.into_iter().chain(signals.try_iter()) {
+        next = match signal {
+            Signal::Connected => Mode::Live,
+            Signal::Changed => next,
+            Signal::Lost(why) => {
+                if next == Mode::Live {
+                    bars.note(&format!(
+                        "live updates interrupted ({why}); polling every {interval:?}"
+                    ));
+                }
+                Mode::Polling
+            }
+            Signal::Refused(why) => {
+                bars.note(&format!("no live updates ({why}); polling every {interval:?}"));
+                Mode::Polling
+            }
+        };
     }
     next
 }
