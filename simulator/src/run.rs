@@ -277,19 +277,7 @@ fn finish(
         power_cuts: line.devices.iter().map(|d| d.power_cuts()).sum(),
         all_on_since: all_on_since(&sampler.timeline, total),
     };
-    let verdicts = s
-        .expect
-        .iter()
-        .filter_map(|t| Expect::parse(t).ok())
-        .map(|e| {
-            let (passed, observed) = e.eval(&observed);
-            Verdict {
-                expect: e.text().to_owned(),
-                passed,
-                observed,
-            }
-        })
-        .collect();
+    let verdicts = verdicts(&s.expect, &observed);
     Ok(RunReport {
         scenario: s.name.clone(),
         seed: s.seed,
@@ -304,6 +292,22 @@ fn finish(
         timeline: sampler.timeline,
         simulated: None,
     })
+}
+
+/// Each `expect` of a scenario checked against what a run observed (either clock).
+pub fn verdicts(expect: &[String], observed: &Observed) -> Vec<Verdict> {
+    expect
+        .iter()
+        .filter_map(|t| Expect::parse(t).ok())
+        .map(|e| {
+            let (passed, seen) = e.eval(observed);
+            Verdict {
+                expect: e.text().to_owned(),
+                passed,
+                observed: seen,
+            }
+        })
+        .collect()
 }
 
 /// For each version, the first sample at which every device ran it.

@@ -16,9 +16,9 @@ use super::link::Link;
 use super::server::VServer;
 use super::world::{Timing, World};
 use crate::device::Behavior;
-use crate::expect::{Expect, Observed};
+use crate::expect::Observed;
 use crate::fleet::{self, Fleet};
-use crate::run::{RunReport, Sample, Simulated, Verdict};
+use crate::run::{RunReport, Sample, Simulated};
 use crate::scenario::{Scenario, Tunables};
 
 /// A virtual-time run failed (not an expectation: those are verdicts).
@@ -346,19 +346,7 @@ fn finish(
         power_cuts,
         all_on_since: crate::run::all_on_since(&sampler.timeline, total),
     };
-    let verdicts = s
-        .expect
-        .iter()
-        .filter_map(|t| Expect::parse(t).ok())
-        .map(|e| {
-            let (passed, observed) = e.eval(&observed);
-            Verdict {
-                expect: e.text().to_owned(),
-                passed,
-                observed,
-            }
-        })
-        .collect();
+    let verdicts = crate::run::verdicts(&s.expect, &observed);
     Ok(RunReport {
         scenario: s.name.clone(),
         seed: s.seed,
