@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub forwards: Vec<Forward>,
     /// The program QEMU runs per forwarded connection (`halyard-os`, run as `pipe ADDR`).
     pub pipe_program: PathBuf,
+    /// Cap on the disk's write rate in bytes per second (QEMU `throttling.bps-write`); `None`
+    /// writes at full speed. A slow disk widens the window in which a test cuts the power.
+    pub write_bytes_per_sec: Option<u64>,
 }
 
 impl RunOptions {
@@ -60,6 +63,7 @@ impl RunOptions {
             memory_mib: 256,
             forwards: Vec::new(),
             pipe_program,
+            write_bytes_per_sec: None,
         })
     }
 
@@ -74,6 +78,10 @@ impl RunOptions {
                 f.host_port
             ));
         }
+        let mut drive = format!("file={},format=raw,if=virtio,cache=unsafe", self.disk.display());
+        if let Some(bps) = self.write_bytes_per_sec {
+            drive.push_str(&format!(",throttling.bps-write={bps}"));
+        }
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-M", "q35", "-accel", "tcg", "-smp", "1"])
             .arg("-m")
@@ -86,10 +94,7 @@ impl RunOptions {
             .arg("-append")
             .arg(&self.cmdline)
             .arg("-drive")
-            .arg(format!(
-                "file={},format=raw,if=virtio,cache=unsafe",
-                self.disk.display()
-            ))
+            .arg(drive)
             .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0,romfile="])
             .args(["-device", "virtio-rng-pci"]);
         cmd

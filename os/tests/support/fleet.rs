@@ -108,6 +108,23 @@ impl Fleet {
         );
     }
 
+    /// Polls until rollout `id` has status `status` (`completed`, `paused`, ...); panics after
+    /// `timeout` naming `what`.
+    pub fn wait_rollout(&self, what: &str, id: &str, status: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let r = self.get(&format!("/api/v1/rollouts/{id}"));
+            if r["rollout"]["status"] == status {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{what}: rollout {id} not {status} within {timeout:?}: {r:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The only device's JSON, if enrolled.
     pub fn device(&self) -> Option<Value> {
         let list = self.get("/api/v1/devices");
@@ -160,8 +177,9 @@ pub fn active(report: &Value) -> String {
     report["active"].as_str().unwrap_or("").to_lowercase()
 }
 
-/// One boot of `disk` with `build`'s kernel and initramfs; console appended to `log`.
-pub fn boot(build: &Path, disk: &Path, fleet: &Fleet, log: &Path) -> Vm {
+/// One boot of `disk` with `build`'s kernel and initramfs; console appended to `log`; disk writes
+/// capped at `write_bps` bytes per second when given.
+pub fn boot(build: &Path, disk: &Path, fleet: &Fleet, log: &Path, write_bps: Option<u64>) -> Vm {
     let mut opts = RunOptions::beside(
         &build.join("disk.img"),
         PathBuf::from(env!("CARGO_BIN_EXE_halyard-os")),
@@ -169,6 +187,7 @@ pub fn boot(build: &Path, disk: &Path, fleet: &Fleet, log: &Path) -> Vm {
     .unwrap();
     opts.disk = disk.to_path_buf();
     opts.forwards = fleet.forwards();
+    opts.write_bytes_per_sec = write_bps;
     std::fs::write(log.with_extension("cmd"), format!("{:?}", opts.command())).unwrap();
     Vm::start(&opts, Some(log)).unwrap()
 }

@@ -87,6 +87,23 @@ pub fn spec(dir: &Path, a: &SpecArgs) -> PathBuf {
     path
 }
 
+/// How much of `image` slot `partition` of `disk` holds: (4 KiB blocks equal to the image's, blocks
+/// of the image).
+pub fn slot_progress(disk: &Path, partition: &str, image: &Path) -> (usize, usize) {
+    use halyard_hardware::block::BlockDevice as _;
+    let file = halyard_hardware::block::file::FileDevice::open_read_only(disk).unwrap();
+    let mut slot = halyard_hardware::block::gpt::Partition::open(file, partition).unwrap();
+    let want = std::fs::read(image).unwrap();
+    let mut have = vec![0; want.len()];
+    slot.read_at(0, &mut have).unwrap();
+    let same = want
+        .chunks(4096)
+        .zip(have.chunks(4096))
+        .filter(|(a, b)| a == b)
+        .count();
+    (same, want.len().div_ceil(4096))
+}
+
 pub fn sha256(path: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
@@ -99,9 +116,11 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Builds the static `halyard-agent` and `halyard-init` (crt-static, x86_64-unknown-linux-gnu,
-/// profile release-agent without LTO so it builds faster); returns their paths.
+/// profile release-agent without LTO so it builds faster) into `TARGET/os-static` (its own target
+/// folder: its own build lock and fingerprints, so it never rebuilds the host's test binaries);
+/// returns their paths.
 pub fn static_binaries() -> (PathBuf, PathBuf) {
-    let target = target_dir();
+    let target = target_dir().join("os-static");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new("nice")
