@@ -171,8 +171,11 @@ fn boots_updates_survives_a_power_cut_and_rolls_back() {
     let started = Instant::now();
     static_bins();
     let built = started.elapsed();
-    let tmp = tempfile::tempdir().unwrap();
+    // HALYARD_OS_KEEP=1 keeps the work folder: builds, disk.img, console.log, qemu's command line.
+    let keep = std::env::var_os("HALYARD_OS_KEEP").is_some();
+    let tmp = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
     let dir = tmp.path();
+    eprintln!("work folder {}", dir.display());
     let root_json = support::keys(dir);
     let fleet = Fleet::start(&dir.join("server"));
     fleet.send("PUT", "/api/v1/trust-root", &root_json, "application/json");

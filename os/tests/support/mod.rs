@@ -144,13 +144,21 @@ pub fn static_binaries() -> (PathBuf, PathBuf) {
             "halyard-init",
         ])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // CARGO_ENCODED_RUSTFLAGS would win over RUSTFLAGS; build.rustflags would add to nothing.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env("CARGO_TARGET_DIR", &target)
         .env("CARGO_PROFILE_RELEASE_AGENT_LTO", "false")
         .env("CARGO_PROFILE_RELEASE_AGENT_CODEGEN_UNITS", "16")
         .current_dir(workspace)
         .status()
         .unwrap();
-    assert!(status.success(), "static build failed");
+    assert!(
+        status.success(),
+        "static build of halyard-agent and halyard-init (crt-static, x86_64-unknown-linux-gnu, \
+         release-agent without LTO, into {}) failed: see cargo's output above",
+        target.display()
+    );
     let dir = target.join("x86_64-unknown-linux-gnu/release-agent");
     (dir.join("halyard-agent"), dir.join("halyard-init"))
 }
