@@ -148,6 +148,15 @@ fn roll_back_v3(boots: &mut Boots<'_>, fleet: &Fleet, mut vm: Vm) {
     let r = report(&d);
     eprintln!("after v3: {r}");
     assert_eq!(r["state"]["version"], "3.0.0", "{r}");
+    assert_eq!(
+        slot_version(r, "a"),
+        "3.0.0",
+        "v3 not in the slot that did not hold v2: {r}"
+    );
+    assert_eq!(
+        r["slot_a"]["bootable"], false,
+        "the failed v3 slot is still bootable: {r}"
+    );
     let reason = r["state"]["reason"].as_str().unwrap_or("");
     assert!(
         reason.contains("health check failed"),
