@@ -42,10 +42,24 @@ impl Link {
         server_key: VerifyingKey,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::connect_on(settings, device, key, seq, server_key, clock, None)
+    }
+
+    /// As [`Link::connect`], with the connection task on the runtime `shared` when given (many
+    /// simulated devices in one process share one runtime; see [`Mqtt::start_on`]).
+    pub fn connect_on(
+        settings: &MqttSettings,
+        device: DeviceId,
+        key: SigningKey,
+        seq: SeqCounter,
+        server_key: VerifyingKey,
+        clock: Arc<dyn Clock>,
+        shared: Option<tokio::runtime::Handle>,
+    ) -> Self {
         let inbox = Inbox::new(device.clone(), server_key);
         let seq = Arc::new(Mutex::new(seq));
         let signer = presence_signer(device.clone(), key.clone(), seq.clone(), clock.clone());
-        let mqtt = Mqtt::start(settings, device.as_str(), inbox.topic(), signer);
+        let mqtt = Mqtt::start_on(settings, device.as_str(), inbox.topic(), signer, shared);
         Self {
             mqtt,
             inbox,

@@ -1,8 +1,12 @@
 //! The MQTT event loop (rumqttc 0.25, MQTT 3.1.1; plain TCP, or TLS through rustls with the ring
-//! provider for `mqtts://`), kept thin: one thread drives the connection,
+//! provider for `mqtts://`), kept thin: one task drives the connection,
 //! subscribes to the device's `desired` topic after every ConnAck, hands arrivals to the agent over a
 //! channel and sleeps a jittered backoff after each connection error. Verification and sealing are
 //! in [`super::codec`]; the agent publishes through [`Mqtt::publish`].
+//!
+//! The task runs on a small current-thread runtime of its own thread ([`Mqtt::start`], the agent) or
+//! on a runtime the caller shares between many connections ([`Mqtt::start_on`], the simulator: one
+//! socket per device instead of a socket, an epoll and an eventfd, and no thread per connection).
 //!
 //! Presence: before every (re)connect the loop asks for a fresh pair of signed presence messages,
 //! online (sequence n) and offline (n + 1). The offline one becomes the last will of that connection
@@ -12,10 +16,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::runtime::Handle;
 
 use super::codec::{Publication, backoff};
 use super::http::{CaError, read_certs};
@@ -47,11 +54,14 @@ pub struct PublishError {
 
 /// A running MQTT connection.
 pub struct Mqtt {
-    client: Client,
+    client: AsyncClient,
     inbound: Receiver<Inbound>,
     stop: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// The runtime the connection task runs on (for a publish that must wait for queue space).
+    handle: Option<Handle>,
+    /// Closed when the connection task has ended.
+    done: Receiver<()>,
 }
 
 impl std::fmt::Debug for Mqtt {
@@ -62,28 +72,28 @@ impl std::fmt::Debug for Mqtt {
 
 impl Mqtt {
     /// Connect as `client_id`, subscribing to `subscribe`; `presence` signs (online, offline-will)
-    /// pairs, one per connection attempt.
+    /// pairs, one per connection attempt. The connection runs on a thread of its own.
     pub fn start(
         settings: &MqttSettings,
         client_id: &str,
         subscribe: &str,
         presence: PresenceSigner,
     ) -> Self {
-        let mut options = MqttOptions::new(client_id, settings.host.clone(), settings.port);
-        options
-            .set_keep_alive(settings.keep_alive)
-            .set_clean_session(true);
-        if let Some(ca) = &settings.tls_ca {
-            match tls_config(ca) {
-                Ok(config) => {
-                    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
-                }
-                // `app::run` checks the CA file before it connects; a library caller learns it here.
-                Err(e) => tracing::error!(error = %e, "mqtts: no usable CA, the connection will fail"),
-            }
-        }
-        let (client, connection) = Client::new(options, 64);
+        Self::start_on(settings, client_id, subscribe, presence, None)
+    }
+
+    /// As [`Mqtt::start`], on the shared runtime `shared` when given (it must have I/O and time
+    /// enabled); otherwise on a thread with a current-thread runtime of its own.
+    pub fn start_on(
+        settings: &MqttSettings,
+        client_id: &str,
+        subscribe: &str,
+        presence: PresenceSigner,
+        shared: Option<Handle>,
+    ) -> Self {
+        let (client, eventloop) = AsyncClient::new(options(settings, client_id), 64);
         let (tx, inbound) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
         let worker = Worker {
@@ -95,17 +105,22 @@ impl Mqtt {
             tx,
             stop: stop.clone(),
             settings: settings.clone(),
+            _done: done_tx,
         };
-        let thread = std::thread::Builder::new()
-            .name("mqtt".into())
-            .spawn(move || worker.run(connection))
-            .ok();
+        let handle = match shared {
+            Some(handle) => {
+                handle.spawn(worker.run(eventloop));
+                Some(handle)
+            }
+            None => own_thread(worker, eventloop),
+        };
         Self {
             client,
             inbound,
             stop,
             connected,
-            thread,
+            handle,
+            done,
         }
     }
 
@@ -114,15 +129,30 @@ impl Mqtt {
         self.connected.load(Ordering::SeqCst)
     }
 
-    /// Queue a QoS 1 publication (sent once connected).
+    /// Queue a QoS 1 publication (sent once connected); waits while the queue is full.
     pub fn publish(&self, p: Publication) -> Result<(), PublishError> {
         tracing::debug!(topic = %p.topic, retain = p.retain, bytes = p.payload.len(), "publish");
-        self.client
-            .publish(p.topic.clone(), QoS::AtLeastOnce, p.retain, p.payload)
-            .map_err(|e| PublishError {
-                topic: p.topic,
-                reason: e.to_string(),
-            })
+        let (topic, retain) = (p.topic, p.retain);
+        let queued = match self
+            .client
+            .try_publish(topic.clone(), QoS::AtLeastOnce, retain, p.payload.clone())
+        {
+            // The queue is full (a long outage): wait for room, as a blocking client would.
+            Err(rumqttc::ClientError::TryRequest(_)) if self.handle.is_some() => match &self.handle {
+                Some(handle) => {
+                    handle.block_on(
+                        self.client
+                            .publish(topic.clone(), QoS::AtLeastOnce, retain, p.payload),
+                    )
+                }
+                None => Ok(()),
+            },
+            other => other,
+        };
+        queued.map_err(|e| PublishError {
+            topic,
+            reason: e.to_string(),
+        })
     }
 
     /// The next arrival within `timeout`; `None` on timeout or when the thread has gone.
@@ -137,18 +167,55 @@ impl Mqtt {
         }
     }
 
-    /// Disconnect cleanly (no last will) and stop the thread.
-    pub fn shutdown(mut self) {
+    /// Disconnect cleanly (no last will) after the queued publications, and stop the task.
+    pub fn shutdown(self) {
         if let Err(e) = self.client.try_disconnect() {
             tracing::debug!(error = %e, "disconnect request");
         }
-        // Let the loop flush the queued publications and the DISCONNECT before stopping it.
-        std::thread::sleep(Duration::from_millis(200));
+        // The task ends once its DISCONNECT is written (or at once when not connected).
+        let _ = self.done.recv_timeout(Duration::from_millis(500));
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::warn!("mqtt thread panicked");
+        let _ = self.done.recv_timeout(Duration::from_secs(2));
+    }
+}
+
+fn options(settings: &MqttSettings, client_id: &str) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, settings.host.clone(), settings.port);
+    options
+        .set_keep_alive(settings.keep_alive)
+        .set_clean_session(true);
+    if let Some(ca) = &settings.tls_ca {
+        match tls_config(ca) {
+            Ok(config) => {
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+            }
+            // `app::run` checks the CA file before it connects; a library caller learns it here.
+            Err(e) => tracing::error!(error = %e, "mqtts: no usable CA, the connection will fail"),
+        }
+    }
+    options
+}
+
+/// Runs the connection task on a thread with its own current-thread runtime; returns that
+/// runtime's handle (`None` when the runtime or the thread could not be made: logged, and the
+/// connection then never comes up, which the agent treats as a broker outage).
+fn own_thread(worker: Worker, eventloop: EventLoop) -> Option<Handle> {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "mqtt runtime");
+            return None;
+        }
+    };
+    let handle = rt.handle().clone();
+    let spawned = std::thread::Builder::new()
+        .name("mqtt".into())
+        .spawn(move || rt.block_on(worker.run(eventloop)));
+    match spawned {
+        Ok(_) => Some(handle),
+        Err(e) => {
+            tracing::error!(error = %e, "mqtt thread");
+            None
         }
     }
 }
@@ -183,36 +250,28 @@ struct Worker {
     connected: Arc<AtomicBool>,
     presence: PresenceSigner,
     online: Option<Publication>,
-    client: Client,
+    client: AsyncClient,
     subscribe: String,
     tx: Sender<Inbound>,
     stop: Arc<AtomicBool>,
     settings: MqttSettings,
+    /// Dropped when the task ends, which [`Mqtt::shutdown`] waits for.
+    _done: Sender<()>,
 }
 
 impl Worker {
-    fn run(mut self, mut connection: Connection) {
+    async fn run(mut self, mut eventloop: EventLoop) {
         let mut failures = 0u32;
-        self.arm(&mut connection);
+        self.arm(&mut eventloop);
         while !self.stop.load(Ordering::SeqCst) {
-            let event = match connection.recv_timeout(Duration::from_millis(250)) {
+            let event = match tokio::time::timeout(Duration::from_millis(250), eventloop.poll()).await {
                 Ok(event) => event,
-                Err(rumqttc::RecvTimeoutError::Timeout) => continue,
-                Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+                Err(_elapsed) => continue,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failures = 0;
-                    self.connected.store(true, Ordering::SeqCst);
-                    tracing::info!(host = %self.settings.host, port = self.settings.port, "mqtt connected");
-                    if let Err(e) = self
-                        .client
-                        .try_subscribe(self.subscribe.clone(), QoS::AtLeastOnce)
-                    {
-                        tracing::warn!(error = %e, "subscribe");
-                    }
-                    self.announce();
-                    if self.tx.send(Inbound::Connected).is_err() {
+                    if !self.on_connected() {
                         return;
                     }
                 }
@@ -225,6 +284,8 @@ impl Worker {
                         return;
                     }
                 }
+                // Our DISCONNECT is on the wire: a clean end, no reconnect, no will.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(ConnectionError::RequestsDone) => return,
                 Ok(_) => {}
                 Err(e) => {
                     self.connected.store(false, Ordering::SeqCst);
@@ -236,11 +297,25 @@ impl Worker {
                     );
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, ?delay, failures, "mqtt connection lost, reconnecting");
-                    self.sleep(delay);
-                    self.arm(&mut connection);
+                    sleep(&self.stop.clone(), delay).await;
+                    self.arm(&mut eventloop);
                 }
             }
         }
+    }
+
+    /// Subscribe and announce after a ConnAck; `false` when the agent has gone.
+    fn on_connected(&mut self) -> bool {
+        self.connected.store(true, Ordering::SeqCst);
+        tracing::info!(host = %self.settings.host, port = self.settings.port, "mqtt connected");
+        if let Err(e) = self
+            .client
+            .try_subscribe(self.subscribe.clone(), QoS::AtLeastOnce)
+        {
+            tracing::warn!(error = %e, "subscribe");
+        }
+        self.announce();
+        self.tx.send(Inbound::Connected).is_ok()
     }
 
     /// Publish this connection's online presence.
@@ -255,8 +330,8 @@ impl Worker {
     }
 
     /// Sign the presence pair for the next connection attempt and install its will.
-    fn arm(&mut self, connection: &mut Connection) {
-        let options = &mut connection.eventloop.mqtt_options;
+    fn arm(&mut self, eventloop: &mut EventLoop) {
+        let options = &mut eventloop.mqtt_options;
         match (self.presence)() {
             Some((online, will)) => {
                 options.set_last_will(LastWill::new(
@@ -270,16 +345,16 @@ impl Worker {
             None => self.online = None,
         }
     }
+}
 
-    /// Sleep in short steps so a shutdown is not held up by a long backoff.
-    fn sleep(&self, total: Duration) {
-        let step = Duration::from_millis(100);
-        let mut left = total;
-        while !left.is_zero() && !self.stop.load(Ordering::SeqCst) {
-            let now = left.min(step);
-            std::thread::sleep(now);
-            left -= now;
-        }
+/// Sleep in short steps so a shutdown is not held up by a long backoff.
+async fn sleep(stop: &AtomicBool, total: Duration) {
+    let step = Duration::from_millis(100);
+    let mut left = total;
+    while !left.is_zero() && !stop.load(Ordering::SeqCst) {
+        let now = left.min(step);
+        tokio::time::sleep(now).await;
+        left -= now;
     }
 }
 
