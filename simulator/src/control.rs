@@ -70,6 +70,22 @@ impl Control {
         self.finish("GET", path, resp)
     }
 
+    /// A plain-text page (Prometheus `/metrics`).
+    pub fn get_text(&self, path: &str) -> Result<String, ControlError> {
+        let err = |reason: String| ControlError {
+            method: "GET",
+            path: path.to_owned(),
+            reason,
+        };
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| err(e.to_string()))?;
+        resp.body_mut().read_to_string().map_err(|e| err(e.to_string()))
+    }
+
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ControlError> {
         let resp = self
             .agent

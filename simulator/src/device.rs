@@ -278,11 +278,12 @@ impl SimDevice {
         mqtt: MqttSettings,
         server_key: VerifyingKey,
         stop: Arc<AtomicBool>,
+        links: tokio::runtime::Handle,
     ) -> JoinHandle<Result<(), DeviceError>> {
         std::thread::Builder::new()
             .name(format!("sim-{}", self.spec.name))
             .stack_size(512 * 1024)
-            .spawn(move || self.run(mqtt, server_key, &stop))
+            .spawn(move || self.run(&mqtt, server_key, &stop, &links))
             .unwrap_or_else(|e| {
                 std::thread::spawn(move || {
                     Err(DeviceError::Setup {
@@ -296,12 +297,13 @@ impl SimDevice {
 
     fn run(
         &self,
-        mqtt: MqttSettings,
+        mqtt: &MqttSettings,
         server_key: VerifyingKey,
         stop: &AtomicBool,
+        links: &tokio::runtime::Handle,
     ) -> Result<(), DeviceError> {
         while !stop.load(Ordering::SeqCst) {
-            match self.boot_once(&mqtt, server_key, stop) {
+            match self.boot_once(mqtt, server_key, stop, links) {
                 Err(_) if self.rail().is_cut() => {
                     tracing::info!(device = %self.spec.name, "power cut; the device boots again");
                     self.power_restored();
@@ -318,6 +320,7 @@ impl SimDevice {
         mqtt: &MqttSettings,
         server_key: VerifyingKey,
         stop: &AtomicBool,
+        links: &tokio::runtime::Handle,
     ) -> Result<(), DeviceError> {
         let fail = |what, e: String| DeviceError::Setup {
             name: self.spec.name.clone(),
@@ -333,13 +336,14 @@ impl SimDevice {
         let seq = SeqCounter::open(&self.spec.data_dir, Arc::new(NoCrash))
             .map_err(|e| fail("seq", e.to_string()))?;
         let clock = Arc::new(halyard_node::clock::SystemClock);
-        let mut link = Link::connect(
+        let mut link = Link::connect_on(
             mqtt,
             self.id.clone(),
             self.identity.signing_key(),
             seq,
             server_key,
             clock,
+            Some(links.clone()),
         );
         let halt = link
             .serve(&mut driver, mqtt.tick, stop)

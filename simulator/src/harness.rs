@@ -15,7 +15,7 @@ use halyard_server::settings::{BrokerSettings, Settings};
 use serde_json::Value;
 
 use crate::control::Control;
-use crate::device::{Behavior, DeviceError, DeviceSpec, SimDevice};
+use crate::device::{Behavior, DeviceError, SimDevice};
 use crate::fleet::{self, Fleet};
 
 /// Something in the harness failed.
@@ -97,6 +97,9 @@ pub struct Fleetline {
     pub devices: Vec<SimDevice>,
     threads: Vec<JoinHandle<Result<(), DeviceError>>>,
     stop: Arc<AtomicBool>,
+    /// Every device's MQTT connection runs on this runtime: a socket per device, not a thread and
+    /// a runtime per device (10,000 devices would need 30,000 file descriptors otherwise).
+    links: tokio::runtime::Runtime,
     dir: PathBuf,
     image_len: usize,
     health: std::net::TcpListener,
@@ -131,6 +134,12 @@ impl Fleetline {
             devices: Vec::new(),
             threads: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
+            links: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("sim-mqtt")
+                .enable_all()
+                .build()
+                .map_err(|e| HarnessError::Server(e.to_string()))?,
             dir: dir.to_path_buf(),
             image_len,
             health,
@@ -154,32 +163,24 @@ impl Fleetline {
             .health
             .local_addr()
             .map_err(|e| HarnessError::Server(e.to_string()))?;
-        for i in 0..group.count {
-            let name = format!("{}-{}-{}", group.site, group.hardware_class, i);
-            let spec = DeviceSpec {
-                name: name.clone(),
-                hardware_class: group.hardware_class.clone(),
-                data_dir: self.dir.join("devices").join(&name),
-                slot_size: self.image_len + 4096,
-                factory_version: factory_version.to_owned(),
-                factory_image: fleet::image(factory_version, self.image_len),
-                root: self.fleet.trusted_root()?,
-                behaviors: group.behaviors.clone(),
-                stability_window: Duration::from_secs(2),
-                health_interval: Duration::from_millis(250),
-                healthy_addr: healthy,
-                unhealthy_addr: self.refused,
-            };
-            let device = SimDevice::new(spec)?;
-            let token = self.control.enroll_token(Some(&group.site), &[])?;
-            let (_, server_pem, broker) =
-                self.control
-                    .enroll_device(&token, &device.public_key_b64(), &group.hardware_class)?;
-            let key = server_key(&server_pem)?;
-            let mqtt = mqtt_settings(&broker)?;
-            self.threads
-                .push(device.clone().spawn(mqtt, key, self.stop.clone()));
-            self.devices.push(device);
+        let plan = crate::enroll::Plan {
+            control: &self.control,
+            group,
+            dir: &self.dir,
+            image_len: self.image_len,
+            factory_version,
+            root: self.fleet.trusted_root()?,
+            healthy,
+            refused: self.refused,
+        };
+        for e in crate::enroll::group(&plan)? {
+            let links = self.links.handle().clone();
+            self.threads.push(
+                e.device
+                    .clone()
+                    .spawn(e.mqtt, e.server_key, self.stop.clone(), links),
+            );
+            self.devices.push(e.device);
         }
         Ok(())
     }
@@ -230,7 +231,7 @@ impl Drop for Fleetline {
     }
 }
 
-fn server_key(pem: &str) -> Result<ed25519_dalek::VerifyingKey, HarnessError> {
+pub(crate) fn server_key(pem: &str) -> Result<ed25519_dalek::VerifyingKey, HarnessError> {
     let key = halyard_ota::keys::PublicKey::from_pem(pem).map_err(|e| HarnessError::Server(e.to_string()))?;
     ed25519_dalek::VerifyingKey::from_bytes(&key.to_raw()).map_err(|e| HarnessError::Server(e.to_string()))
 }

@@ -45,6 +45,9 @@ pub struct RunReport {
     /// Virtual time only: how much simulated time passed and what moved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulated: Option<Simulated>,
+    /// Real time only: the server's ingest numbers and the phase timings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<crate::metrics::ServerStats>,
 }
 
 /// What a virtual-time run simulated.
@@ -122,12 +125,15 @@ pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<Run
         )?;
     }
     let total = s.device_count() as u64;
+    let enrolling = sampler.start;
     let enrolled_by = Duration::from_secs(120 + total / 50);
     line.wait("devices to report", enrolled_by, |_| {
         let f = sampler.take(&line)?;
         Ok((f["by_version"][&s.factory].as_u64() == Some(total)).then_some(()))
     })?;
     say(format!("{total} devices enrolled on {}", s.factory));
+    let enroll = enrolling.elapsed();
+    let rolling = Instant::now();
     for r in &s.releases {
         line.upload(&r.version, r.security_version)?;
     }
@@ -146,7 +152,14 @@ pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<Run
         rollouts.insert(r.id.clone(), status);
         settle(&line, &mut sampler)?;
     }
-    let report = finish(s, &line, sampler, rollouts, total)?;
+    let rollout = rolling.elapsed();
+    let mut report = finish(s, &line, sampler, rollouts, total)?;
+    let page = line.control.get_text("/metrics")?;
+    report.server = Some(crate::metrics::ServerStats::parse(&page).with_phases(
+        enroll,
+        rollout,
+        Duration::from_secs_f64(report.seconds),
+    ));
     line.shutdown();
     server.stop();
     Ok(report)
@@ -291,6 +304,7 @@ fn finish(
         seconds: sampler.start.elapsed().as_secs_f64(),
         timeline: sampler.timeline,
         simulated: None,
+        server: None,
     })
 }
 
@@ -333,6 +347,19 @@ pub fn summary(r: &RunReport) -> String {
         out += &format!(
             "  virtual time        {:.1} h in {:.1} s ({} device steps, {} messages, {} refused)\n",
             v.hours, r.seconds, v.stats.device_steps, v.stats.messages, v.stats.refused
+        );
+    }
+    if let Some(m) = &r.server {
+        out += &format!(
+            "  server              enrolled in {:.0} s, rollouts {:.0} s; {} messages ingested ({:.0}/s), \
+             {} refused; ingest p50 <= {} ms, p99 <= {} ms\n",
+            m.enroll_seconds,
+            m.rollout_seconds,
+            m.ingested,
+            m.ingest_per_sec,
+            m.rejected,
+            m.ingest_p50_ms,
+            m.ingest_p99_ms
         );
     }
     for (id, st) in &r.rollouts {

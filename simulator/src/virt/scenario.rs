@@ -364,6 +364,7 @@ fn finish(
             stats: world.stats,
             log_lines: world.log.lines(),
         }),
+        server: None,
     })
 }
 
