@@ -31,6 +31,12 @@ pub struct App {
     pub server_key_pem: String,
     pub public_url: String,
     pub device_broker_url: String,
+    /// The server's own MQTT account (see `broker_auth`).
+    pub broker_account: crate::settings::BrokerAccount,
+    /// Certificate material when the server speaks TLS (its CA goes to devices at enrollment).
+    pub tls: Option<crate::tls::Material>,
+    /// A device credential changed: the Mosquitto files need rewriting (`broker_auth::spawn_sync`).
+    pub broker_changed: Notify,
     pub artifacts_dir: PathBuf,
     pub settings: Settings,
     pub trust: RwLock<Option<TrustedRoot>>,

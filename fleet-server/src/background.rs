@@ -65,9 +65,9 @@ impl Background {
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.started.http)
+        self.started.url.clone()
     }
 
     /// Graceful stop.

@@ -5,12 +5,14 @@
 //!   [`settings`], [`clock`] (injected time), [`app`] (state shared by handlers and tasks).
 //! - [`model`]: the records the server keeps; [`store`]: the `Store` trait, SQLite and PostgreSQL
 //!   backends, migrations.
-//! - [`broker`]: the embedded MQTT broker; [`mqtt`]: the server's MQTT client (ingest in, desired out).
+//! - [`broker`]: the embedded MQTT broker; [`mqtt`]: the server's MQTT client (ingest in, desired out);
+//!   [`broker_auth`]: per-device MQTT credentials and the Mosquitto password/ACL files.
 //! - [`ingest`]: verify and store signed device messages (MQTT and HTTPS fallback share it).
 //! - [`leader`]: which replica runs the rollout engine (lease with a fencing epoch).
 //! - [`engine`]: drives the rollout engine and commits each step atomically; [`desired`]: actions to
 //!   signed `desired` envelopes; [`views`]: records to engine inputs; [`selector`]: device selectors.
 //! - [`releases`]: bundle upload verification and the trust root; [`secrets`]: server key and tokens.
+//! - [`tls`]: the fleet CA and server certificate (rcgen), HTTPS listener, MQTTS front (rustls, ring).
 //! - [`api`]: HTTP (device endpoints, operator REST, artifacts); [`metrics`]: Prometheus text.
 //! - `ctl`: the `halyardctl` operator CLI; [`dashboard`]: the operator web dashboard at `/`.
 
@@ -18,6 +20,7 @@ pub mod api;
 pub mod app;
 pub mod background;
 pub mod broker;
+pub mod broker_auth;
 pub mod clock;
 pub mod ctl;
 pub mod dashboard;
@@ -35,4 +38,5 @@ pub mod selector;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod tls;
 pub mod views;

@@ -57,6 +57,8 @@ pub fn spawn(
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(true);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    let account = &app.broker_account;
+    opts.set_credentials(account.user.clone(), account.password.clone());
     let (client, eventloop) = AsyncClient::new(opts, 1024);
     let (to_ingest, from_mqtt) = mpsc::channel(8192);
     tokio::spawn(publisher(app.clone(), client.clone(), outgoing, shutdown.clone()));

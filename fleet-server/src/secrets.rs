@@ -56,12 +56,17 @@ pub fn public_pem(key: &SigningKey) -> String {
 
 /// Writes a file readable only by the owner, durably (temp, fsync, rename).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
+    write_with_mode(path, bytes, 0o600)
+}
+
+/// Writes a file with `mode` (for a new file), durably (temp, fsync, rename).
+pub fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SecretError> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;

@@ -16,7 +16,7 @@ use crate::model::{ApiToken, Role};
 use crate::settings::{BrokerSettings, Database, Settings};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::{api, broker, engine, mqtt, releases, secrets};
+use crate::{api, broker, broker_auth, engine, mqtt, releases, secrets};
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,8 @@ pub enum ServerError {
     BrokerUrl(#[from] mqtt::BrokerUrlError),
     #[error(transparent)]
     Release(#[from] releases::ReleaseError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
     #[error("server thread: {0}")]
@@ -43,6 +45,8 @@ pub enum ServerError {
 #[derive(Debug, Clone)]
 pub struct Started {
     pub http: std::net::SocketAddr,
+    /// `http://ADDR` or `https://ADDR`.
+    pub url: String,
     pub broker: String,
     pub admin_token_file: std::path::PathBuf,
     /// A one-time enrollment token made at this start (valid 24 h), for the first device.
@@ -147,6 +151,11 @@ pub fn core(settings: Settings, public_url: String, broker_url: &str) -> Result<
             now,
         )?);
     }
+    let broker_account = broker_auth::server_account(settings.broker_account.as_ref(), &settings.data_dir)?;
+    let tls = match &settings.tls {
+        Some(t) => Some(crate::tls::material(t, &settings.data_dir)?),
+        None => None,
+    };
     let (out_tx, outgoing) = mpsc::channel(4096);
     let (stop, stop_rx) = watch::channel(false);
     let app = Arc::new(App {
@@ -159,6 +168,9 @@ pub fn core(settings: Settings, public_url: String, broker_url: &str) -> Result<
             .device_broker_url
             .clone()
             .unwrap_or_else(|| broker_url.to_owned()),
+        broker_account,
+        broker_changed: Notify::new(),
+        tls,
         artifacts_dir,
         trust: RwLock::new(trust),
         device_keys: RwLock::default(),
@@ -184,9 +196,25 @@ pub async fn run(
     on_start: impl FnOnce(Started),
 ) -> Result<(), ServerError> {
     let http = listener.local_addr().map_err(ServerError::Http)?;
-    let broker_url = match &settings.broker {
-        BrokerSettings::Embedded { listen } => format!("mqtt://{}", broker::start(*listen)?),
-        BrokerSettings::External { url } => url.clone(),
+    let (broker_url, embedded) = match &settings.broker {
+        BrokerSettings::Embedded { listen } => {
+            let addr = broker::start(*listen)?;
+            (format!("mqtt://{addr}"), Some(addr))
+        }
+        BrokerSettings::External { url } => (url.clone(), None),
+    };
+    // MQTTS in front of the embedded broker: bound now so devices are told its real port.
+    let mqtts = match (settings.mqtts, embedded, settings.tls.is_some()) {
+        (Some(addr), Some(_), true) => Some(TcpListener::bind(addr).await.map_err(ServerError::Http)?),
+        _ => None,
+    };
+    let device_broker = match &mqtts {
+        Some(l) => format!("mqtts://{}", l.local_addr().map_err(ServerError::Http)?),
+        None => broker_url.clone(),
+    };
+    let url = match settings.tls {
+        Some(_) => format!("https://{http}"),
+        None => format!("http://{http}"),
     };
     let Core {
         app,
@@ -194,12 +222,17 @@ pub async fn run(
         stop: stop_tx,
     } = {
         // The PostgreSQL client blocks on its own runtime: open the store off the async threads.
-        let (public, broker) = (format!("http://{http}"), broker_url.clone());
+        let (public, broker) = (url.clone(), device_broker);
         tokio::task::spawn_blocking(move || core(settings, public, &broker))
             .await
             .map_err(|e| ServerError::Runtime(e.to_string()))??
     };
     let stop_rx = app.stopping.clone();
+    broker_auth::spawn_sync(app.clone(), stop_rx.clone());
+    let acceptor = app.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    if let (Some(front), Some(backend), Some(acceptor)) = (mqtts, embedded, &acceptor) {
+        crate::tls::spawn_mqtts_front(front, acceptor.clone(), backend, stop_rx.clone());
+    }
     mqtt::spawn(app.clone(), &broker_url, out_rx, stop_rx.clone())?;
     tokio::spawn(crate::leader::run(app.clone(), stop_rx.clone()));
     tokio::spawn(engine::run(app.clone(), stop_rx));
@@ -213,6 +246,7 @@ pub async fn run(
         })?;
     on_start(Started {
         http,
+        url,
         broker: broker_url,
         admin_token_file: admin_token_path(&app.settings.data_dir),
         enroll_token,
@@ -223,8 +257,17 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let served = axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = api::router(app);
+    let served = match acceptor {
+        Some(acceptor) => {
+            let tls = crate::tls::TlsListener::new(listener, acceptor).map_err(ServerError::Http)?;
+            axum::serve(tls, router).with_graceful_shutdown(shutdown).await
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     served.map_err(ServerError::Http)
 }

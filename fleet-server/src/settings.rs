@@ -42,6 +42,30 @@ impl Database {
     }
 }
 
+/// The server's own MQTT account (username and password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerAccount {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BrokerAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerAccount")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Keep a Mosquitto `password_file` and `acl_file` in `dir` current: rewritten at start and after
+/// every enrollment, then Mosquitto (the pid in `pid_file`) is sent SIGHUP to re-read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MosquittoSync {
+    pub dir: PathBuf,
+    pub pid_file: Option<PathBuf>,
+}
+
 /// Everything `run` needs besides its listener and shutdown signal.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -54,6 +78,16 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Broker URL handed to devices at enrollment; default derived from `broker`.
     pub device_broker_url: Option<String>,
+    /// The server's own MQTT account; `None`: user `halyard-server` with a random password kept in
+    /// `broker-password` in the data directory (made on first start). Replicas share one account.
+    pub broker_account: Option<BrokerAccount>,
+    /// Write Mosquitto's password and ACL files for the per-device credentials (see `broker_auth`).
+    pub mosquitto: Option<MosquittoSync>,
+    /// Serve the device and operator HTTP API over TLS (and, with `mqtts` and the embedded broker,
+    /// MQTT too); `None` = plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// With `tls` and the embedded broker: listen for MQTTS here (devices are told `mqtts://`).
+    pub mqtts: Option<SocketAddr>,
     /// A trust root to install (first start) or rotate to (later starts).
     pub trust_root: Option<PathBuf>,
     /// How often the rollout engine runs when nothing else wakes it.
@@ -75,6 +109,10 @@ impl Settings {
             lease_ttl: Duration::from_secs(10),
             public_url: None,
             device_broker_url: None,
+            broker_account: None,
+            mosquitto: None,
+            tls: None,
+            mqtts: None,
             trust_root: None,
             tick: Duration::from_secs(1),
             max_bundle_bytes: 8 << 30,

@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/rollouts/{id}/abort"),
     ("post", "/api/v1/rollouts/{id}/rollback"),
     ("get", "/api/v1/rollouts/{id}/events"),
+    ("get", "/api/v1/broker/mosquitto"),
     ("get", "/api/v1/events"),
     ("get", "/api/v1/tokens"),
     ("post", "/api/v1/tokens"),

@@ -24,6 +24,7 @@ const CHECKS: &[Check] = &[
     ("releases_and_quarantine", releases_and_quarantine),
     ("commit_step_is_atomic", commit_step_is_atomic),
     ("audit_and_meta", audit_and_meta),
+    ("broker_credentials", broker_credentials),
 ];
 
 fn run_all(make: impl Fn() -> Box<dyn Store>) {
@@ -427,4 +428,25 @@ fn audit_and_meta(s: &dyn Store) {
     s.put_meta("server_key", "pem").expect("put");
     s.put_meta("server_key", "pem2").expect("overwrite");
     assert_eq!(s.meta("server_key").expect("meta").as_deref(), Some("pem2"));
+}
+
+fn broker_credentials(s: &dyn Store) {
+    assert_eq!(s.broker_credential(&dev_id(1)).expect("read"), None);
+    s.put_broker_credential(&dev_id(2), "$7$101$b$h2", 1)
+        .expect("put");
+    s.put_broker_credential(&dev_id(1), "$7$101$a$h1", 1)
+        .expect("put");
+    s.put_broker_credential(&dev_id(1), "$7$101$a$h1b", 2)
+        .expect("replace");
+    assert_eq!(
+        s.broker_credential(&dev_id(1)).expect("read").as_deref(),
+        Some("$7$101$a$h1b")
+    );
+    assert_eq!(
+        s.broker_credentials().expect("all"),
+        vec![
+            (dev_id(1), "$7$101$a$h1b".to_string()),
+            (dev_id(2), "$7$101$b$h2".to_string())
+        ]
+    );
 }

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
+use crate::config::MqttCredentials;
 use crate::durable::{self, FileError};
 use crate::faults::CrashPoints;
 use crate::identity::Identity;
@@ -17,6 +18,9 @@ use crate::transport::api::{ApiError, EnrollRequest, ServerApi};
 
 /// The enrollment record's file name in the data directory.
 pub const RECORD_FILE: &str = "enrollment.json";
+
+/// The pinned fleet CA's file name in the data directory (when the server handed one out).
+pub const CA_FILE: &str = "server-ca.pem";
 
 /// Enrollment failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +60,32 @@ pub struct Enrollment {
     pub broker: String,
     /// The server URL enrolled with.
     pub server_url: String,
+    /// MQTT username and password the server issued (older servers issue none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_username: Option<String>,
+    /// See `mqtt_username`; this file is mode 0600 like the identity key beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_password: Option<String>,
+    /// The fleet CA the server handed out (PEM): the only authority trusted for this server from now
+    /// on (written to [`CA_FILE`] beside this record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ca: Option<String>,
 }
 
 impl Enrollment {
+    /// The CA file to trust for this server: the pinned one from enrollment, if the server gave one.
+    pub fn ca_file(&self, dir: &Path) -> Option<PathBuf> {
+        self.server_ca.as_ref().map(|_| dir.join(CA_FILE))
+    }
+
+    /// The broker account the server issued, if any.
+    pub fn credentials(&self) -> Option<MqttCredentials> {
+        Some(MqttCredentials {
+            username: self.mqtt_username.clone()?,
+            password: self.mqtt_password.clone()?,
+        })
+    }
+
     /// The server key.
     pub fn verifying_key(&self) -> Result<VerifyingKey, EnrollError> {
         parse_key(&self.server_key).map_err(|reason| EnrollError::Invalid {
@@ -146,7 +173,16 @@ pub fn enroll(
         server_key: answer.server_key,
         broker: answer.broker,
         server_url: server_url.to_owned(),
+        mqtt_username: answer.mqtt_username,
+        mqtt_password: answer.mqtt_password,
+        server_ca: answer.server_ca,
     };
+    if let Some(pem) = &record.server_ca {
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(invalid("server_ca is not a PEM certificate".into()));
+        }
+        durable::write_atomic(&dir.join(CA_FILE), pem.as_bytes(), 0o644, crash)?;
+    }
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| invalid(e.to_string()))?;
     durable::write_atomic(&record_path(dir), &bytes, 0o600, crash)?;
     tracing::info!(device = %record.device_id, broker = %record.broker, "enrolled");

@@ -48,6 +48,7 @@ fn mqtt_settings() -> MqttSettings {
         host: "127.0.0.1".into(),
         port: 1883,
         tls_ca: None,
+        credentials: None,
         keep_alive: Duration::from_secs(30),
         tick: Duration::from_millis(50),
         reconnect_min: Duration::from_millis(100),

@@ -105,6 +105,7 @@ fn cut_connection_fires_the_will_then_reconnects_and_still_takes_desired() {
         host: "127.0.0.1".into(),
         port: proxy.clone().start(),
         tls_ca: None,
+        credentials: None,
         keep_alive: Duration::from_secs(5),
         tick: Duration::from_millis(50),
         reconnect_min: Duration::from_millis(200),

@@ -144,6 +144,7 @@ fn settings(port: u16, ca: &Path) -> MqttSettings {
         host: "127.0.0.1".into(),
         port,
         tls_ca: Some(ca.to_path_buf()),
+        credentials: None,
         keep_alive: Duration::from_secs(30),
         tick: Duration::from_millis(50),
         reconnect_min: Duration::from_millis(100),

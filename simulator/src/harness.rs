@@ -244,6 +244,7 @@ pub fn mqtt_settings(url: &str) -> Result<MqttSettings, HarnessError> {
         host,
         port,
         tls_ca: None,
+        credentials: None,
         keep_alive: Duration::from_secs(30),
         tick: Duration::from_millis(100),
         reconnect_min: Duration::from_millis(100),

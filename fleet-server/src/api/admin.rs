@@ -1,4 +1,5 @@
-//! Tokens (operator API and enrollment) and the audit log.
+//! Tokens (operator API and enrollment), the audit log, and the Mosquitto files for the fleet's
+//! per-device broker credentials.
 
 use std::sync::Arc;
 
@@ -142,4 +143,20 @@ pub async fn audit(
     Caller::require(&app, &headers, Role::Admin).await?;
     let limit = q.limit.unwrap_or(100).min(10_000);
     Ok(Json(app.db(move |s| s.audit_log(limit)).await?))
+}
+
+/// `GET /api/v1/broker/mosquitto`: Mosquitto's `password_file` (hashes only) and `acl_file` for every
+/// enrolled device and the server's own account.
+pub async fn mosquitto(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    Caller::require(&app, &headers, Role::Admin).await?;
+    let config = crate::broker_auth::current(&app)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(serde_json::json!({
+        "password_file": config.password_file,
+        "acl_file": config.acl_file,
+    })))
 }

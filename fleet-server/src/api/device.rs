@@ -38,6 +38,14 @@ pub struct EnrollResponse {
     /// SPKI PEM of the key that signs every `desired`.
     pub server_key: String,
     pub broker: String,
+    /// MQTT username (the device id) and a fresh password; the server keeps only its hash.
+    #[serde(default)]
+    pub mqtt_username: Option<String>,
+    #[serde(default)]
+    pub mqtt_password: Option<String>,
+    /// The fleet CA (PEM) when the server speaks TLS: the device trusts only it from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ca: Option<String>,
 }
 
 fn label_ok(value: &str) -> bool {
@@ -75,7 +83,14 @@ pub async fn enroll(
         EnrollOutcome::Enrolled(d) => {
             tracing::info!(device = %d.id, hw = %d.hardware_class, site = ?d.site, agent = ?req.agent_version, "device enrolled");
             app.notify("device", d.id.as_str());
+            let password = crate::broker_auth::issue(&app, &d.id)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            app.broker_changed.notify_one();
             Ok(Json(EnrollResponse {
+                mqtt_username: Some(d.id.to_string()),
+                mqtt_password: Some(password),
+                server_ca: app.tls.as_ref().and_then(|t| t.ca_pem.clone()),
                 device_id: d.id,
                 server_key: app.server_key_pem.clone(),
                 broker: app.device_broker_url.clone(),

@@ -129,6 +129,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(admin::enroll_tokens).post(admin::create_enroll_token),
         )
         .route("/api/v1/audit", get(admin::audit))
+        .route("/api/v1/broker/mosquitto", get(admin::mosquitto))
         .merge(crate::dashboard::router())
         .layer(axum::middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(axum::extract::DefaultBodyLimit::disable())

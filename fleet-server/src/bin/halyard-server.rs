@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use halyard_server::server::{self, Started};
-use halyard_server::settings::{BrokerSettings, Database, Settings};
+use halyard_server::settings::{BrokerAccount, BrokerSettings, Database, MosquittoSync, Settings};
+use halyard_server::tls::TlsSettings;
 
 /// The Halyard fleet server: device API, MQTT ingest, rollout engine, operator API.
 ///
@@ -47,6 +48,34 @@ struct Args {
     /// Seconds the rollout-engine lease lasts unrenewed: how soon another replica takes over.
     #[arg(long, env = "HALYARD_LEASE_TTL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     lease_ttl_secs: u64,
+    /// The server's own MQTT username (an external broker with per-device credentials).
+    #[arg(long, env = "HALYARD_BROKER_USER", default_value = "halyard-server")]
+    broker_user: String,
+    /// File holding the server's MQTT password; default `broker-password` in the data directory,
+    /// created on first start. Replicas on one database share one file (a Kubernetes Secret).
+    #[arg(long, env = "HALYARD_BROKER_PASSWORD_FILE")]
+    broker_password_file: Option<PathBuf>,
+    /// Keep Mosquitto's password_file and acl_file in this directory current (every enrollment).
+    #[arg(long, env = "HALYARD_MOSQUITTO_DIR")]
+    mosquitto_dir: Option<PathBuf>,
+    /// Send SIGHUP to the Mosquitto whose pid is in this file after rewriting them.
+    #[arg(long, env = "HALYARD_MOSQUITTO_PID_FILE", requires = "mosquitto_dir")]
+    mosquitto_pid_file: Option<PathBuf>,
+    /// HTTPS (and MQTTS for the embedded broker): `off`; `auto` = a fleet CA made on first start in
+    /// <data-dir>/tls/ and a server certificate for --tls-names, the CA handed to devices at
+    /// enrollment; or `CERT.pem+KEY.pem` for your own certificate (see --tls-ca).
+    #[arg(long, env = "HALYARD_TLS", default_value = "off")]
+    tls: String,
+    /// Names (DNS or IP) for the `auto` server certificate, comma-separated. Default: localhost,
+    /// 127.0.0.1 and the --http address.
+    #[arg(long, env = "HALYARD_TLS_NAMES", value_delimiter = ',')]
+    tls_names: Vec<String>,
+    /// With `--tls CERT+KEY`: the CA certificate (PEM) handed to devices at enrollment to pin.
+    #[arg(long, env = "HALYARD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// With TLS and the embedded broker: where devices connect with MQTTS.
+    #[arg(long, env = "HALYARD_MQTTS", default_value = "127.0.0.1:8884")]
+    mqtts: SocketAddr,
     /// Print the admin token created on first start and exit.
     #[arg(long)]
     print_admin_token: bool,
@@ -65,16 +94,61 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         s.database = Database::from_url(url).map_err(anyhow::Error::msg)?;
     }
     s.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_secs);
+    s.broker_account = match &args.broker_password_file {
+        Some(path) => Some(BrokerAccount {
+            user: args.broker_user.clone(),
+            password: std::fs::read_to_string(path)
+                .with_context(|| format!("broker password file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        }),
+        None if args.broker_user != halyard_server::broker_auth::DEFAULT_SERVER_USER => {
+            anyhow::bail!("--broker-user needs --broker-password-file")
+        }
+        None => None,
+    };
+    s.tls = tls_settings(args)?;
+    s.mqtts = Some(args.mqtts);
+    s.mosquitto = args.mosquitto_dir.clone().map(|dir| MosquittoSync {
+        dir,
+        pid_file: args.mosquitto_pid_file.clone(),
+    });
     Ok(s)
+}
+
+fn tls_settings(args: &Args) -> anyhow::Result<Option<TlsSettings>> {
+    match args.tls.as_str() {
+        "off" | "" => return Ok(None),
+        "auto" => {}
+        files => {
+            let Some((cert, key)) = files.split_once('+') else {
+                anyhow::bail!("--tls {files:?}: expected off, auto or CERT.pem+KEY.pem");
+            };
+            return Ok(Some(TlsSettings::Files {
+                cert: cert.into(),
+                key: key.into(),
+                ca: args.tls_ca.clone(),
+            }));
+        }
+    }
+    let mut names = args.tls_names.clone();
+    if names.is_empty() {
+        names = vec!["localhost".into(), "127.0.0.1".into()];
+        let ip = args.http.ip();
+        if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+            names.push(ip.to_string());
+        }
+    }
+    Ok(Some(TlsSettings::SelfSigned { names }))
 }
 
 fn print_started(s: &Started) {
     println!("halyard-server is running");
     println!(
-        "  API:        http://{}/api/v1   (OpenAPI: /api/v1/openapi.json, metrics: /metrics)",
-        s.http
+        "  API:        {}/api/v1   (OpenAPI: /api/v1/openapi.json, metrics: /metrics)",
+        s.url
     );
-    println!("  dashboard:  http://{}/", s.http);
+    println!("  dashboard:  {}/", s.url);
     println!("  MQTT:       {}", s.broker);
     println!(
         "  admin token: halyard-server --print-admin-token   (file {})",

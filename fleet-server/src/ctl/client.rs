@@ -2,7 +2,7 @@
 //! and the mapping from HTTP outcomes to [`CtlError`] (and so to exit codes).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -91,9 +91,38 @@ pub struct Client {
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:8080`), sending `token` as a bearer token.
     pub fn new(base: &str, token: Option<String>) -> Self {
+        Self::build(base, token, ureq::tls::RootCerts::WebPki)
+    }
+
+    /// As [`Client::new`], trusting only the CA certificates in `ca_file` (a server with its own
+    /// fleet CA: `<data>/tls/ca.pem`).
+    pub fn with_ca(base: &str, token: Option<String>, ca_file: &Path) -> Result<Self, CtlError> {
+        let file_err = |source| CtlError::File {
+            path: ca_file.to_path_buf(),
+            source,
+        };
+        let pem = std::fs::read(ca_file).map_err(file_err)?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let Ok(ureq::tls::PemItem::Certificate(cert)) = item {
+                certs.push(cert);
+            }
+        }
+        if certs.is_empty() {
+            return Err(CtlError::Usage(format!(
+                "{}: no PEM certificate",
+                ca_file.display()
+            )));
+        }
+        let roots = ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs));
+        Ok(Self::build(base, token, roots))
+    }
+
+    fn build(base: &str, token: Option<String>, roots: ureq::tls::RootCerts) -> Self {
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .build();
         Self {
             agent: Agent::new_with_config(config),

@@ -9,9 +9,11 @@
 //! - [`watch`]: `rollouts watch`, live progress bars per wave and new decisions; [`live`]: its
 //!   Server-Sent Events follower (polling while the stream is down).
 //! - one module per command group: [`devices`], [`sites`], [`releases`], [`rollouts`], [`tokens`]
-//!   (API and enrollment tokens), [`admin`] (trust root, fleet summary, audit log).
+//!   (API and enrollment tokens), [`admin`] (trust root, fleet summary, audit log), [`broker`]
+//!   (Mosquitto password and ACL files).
 
 pub mod admin;
+pub mod broker;
 pub mod client;
 pub mod devices;
 pub mod live;
@@ -38,6 +40,7 @@ const AFTER_HELP: &str = "\
 Environment:
   HALYARD_SERVER  server URL when --server is not given (default http://127.0.0.1:8080)
   HALYARD_TOKEN   bearer token when --token is not given
+  HALYARD_CA_FILE CA certificates (PEM) for an https:// server with its own CA
 
 Exit codes:
   0  success
@@ -55,6 +58,9 @@ pub struct Cli {
     /// Operator API bearer token [env: HALYARD_TOKEN]
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// CA certificate(s) (PEM) to trust for an https:// server with its own CA [env: HALYARD_CA_FILE]
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print the server's JSON instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -97,6 +103,9 @@ pub enum Command {
     /// The fleet's trust root (root.json) that release bundles are verified against
     #[command(subcommand)]
     TrustRoot(admin::TrustRootCmd),
+    /// The external MQTT broker: Mosquitto files for per-device credentials and ACLs (admin)
+    #[command(subcommand)]
+    Broker(broker::BrokerCmd),
     /// Fleet summary: devices by version, state, site and hardware class
     Fleet,
     /// The audit log of operator actions (admin)
@@ -155,8 +164,16 @@ pub fn run(cli: Cli) -> Result<(), CtlError> {
             "server URL {server:?} must start with http:// or https://"
         )));
     }
+    let ca_file = cli
+        .ca_file
+        .or_else(|| std::env::var_os("HALYARD_CA_FILE").map(Into::into))
+        .filter(|p| !p.as_os_str().is_empty());
+    let client = match ca_file {
+        Some(ca) => Client::with_ca(&server, token, &ca)?,
+        None => Client::new(&server, token),
+    };
     let ctx = Ctx {
-        client: Client::new(&server, token),
+        client,
         json: cli.json,
     };
     match cli.command {
@@ -167,6 +184,7 @@ pub fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Tokens(cmd) => tokens::run(&ctx, cmd),
         Command::EnrollTokens(cmd) => tokens::run_enroll(&ctx, cmd),
         Command::TrustRoot(cmd) => admin::run_trust_root(&ctx, cmd),
+        Command::Broker(cmd) => broker::run(&ctx, cmd),
         Command::Fleet => admin::fleet(&ctx),
         Command::Audit { limit } => admin::audit(&ctx, limit),
     }

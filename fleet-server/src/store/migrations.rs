@@ -38,4 +38,9 @@ pub const SQLITE: &[&str] = &[
     CREATE TABLE audit (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL,
         action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
     "#,
+    // 2: per-device MQTT credentials (hashes only), for the external broker's password file
+    r#"
+    CREATE TABLE broker_credentials (device TEXT PRIMARY KEY, hash TEXT NOT NULL,
+        updated_at INTEGER NOT NULL);
+    "#,
 ];

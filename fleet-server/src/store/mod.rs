@@ -156,6 +156,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn desired_seq(&self, id: &DeviceId) -> StoreResult<u64>;
     fn put_desired(&self, record: &DesiredRecord) -> StoreResult<()>;
 
+    // broker credentials (Mosquitto `$7$` hashes; the password itself lives only on the device)
+    /// Sets (or replaces) the device's MQTT password hash.
+    fn put_broker_credential(&self, id: &DeviceId, hash: &str, now: i64) -> StoreResult<()>;
+    /// One device's hash (the embedded broker's login check).
+    fn broker_credential(&self, id: &DeviceId) -> StoreResult<Option<String>>;
+    /// Every (device, hash), ordered by device (the Mosquitto `password_file`).
+    fn broker_credentials(&self) -> StoreResult<Vec<(DeviceId, String)>>;
+
     // audit
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;

@@ -119,12 +119,21 @@ fn run_agent(settings: &Settings, stop: &AtomicBool, interrupt: Arc<AtomicBool>)
         None => setup::server_key(&settings.server_key)?,
     };
     let mqtt = setup::mqtt_settings(settings, enrollment.as_ref())?;
+    // From here on the server's own CA (if it handed one out) is the only one trusted.
+    let http = setup::http_settings(settings, enrollment.as_ref());
+    let api = ServerApi::new(&settings.server_url, &http)?;
     if let Some(ca) = &mqtt.tls_ca {
         crate::transport::mqtt::tls_config(ca)?;
     }
     let driver_settings = setup::driver_settings(settings, clock.now())?;
     let hardware = setup::linux_hardware(settings)?;
-    let fetcher = Box::new(Interruptible::new(HttpFetcher::new(&settings.http)?, interrupt));
+    // Artifacts may come from a CDN: a configured `ca_file` (which may bundle several authorities)
+    // wins there; without one the pinned fleet CA serves for artifacts on the server itself.
+    let fetch_http = match settings.http.ca_file {
+        Some(_) => settings.http.clone(),
+        None => http,
+    };
+    let fetcher = Box::new(Interruptible::new(HttpFetcher::new(&fetch_http)?, interrupt));
     let (mut driver, _) = Driver::start(
         driver_settings,
         hardware,

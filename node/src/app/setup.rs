@@ -179,10 +179,26 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) -> bool {
     stop.load(Ordering::SeqCst)
 }
 
-/// The broker to connect to: the config's, or with `broker = "auto"` the enrollment's.
+/// HTTP settings after enrollment: a fleet CA the server handed out is pinned (it replaces the
+/// config's `ca_file`, which served to reach the server for enrollment).
+pub fn http_settings(settings: &Settings, enrollment: Option<&Enrollment>) -> crate::config::HttpSettings {
+    let mut http = settings.http.clone();
+    if let Some(ca) = enrollment.and_then(|e| e.ca_file(&settings.data_dir)) {
+        http.ca_file = Some(ca);
+    }
+    http
+}
+
+/// The broker to connect to: the config's, or with `broker = "auto"` the enrollment's; with the
+/// enrollment's credentials, and its pinned CA for `mqtts://`.
 pub fn mqtt_settings(settings: &Settings, enrollment: Option<&Enrollment>) -> Result<MqttSettings, AppError> {
     let mut mqtt = settings.mqtt.clone();
+    mqtt.credentials = enrollment.and_then(Enrollment::credentials);
+    let pinned = enrollment.and_then(|e| e.ca_file(&settings.data_dir));
     if !settings.enroll.broker_auto {
+        if mqtt.tls_ca.is_some() && pinned.is_some() {
+            mqtt.tls_ca = pinned;
+        }
         return Ok(mqtt);
     }
     let Some(enrollment) = enrollment else {
@@ -192,7 +208,8 @@ pub fn mqtt_settings(settings: &Settings, enrollment: Option<&Enrollment>) -> Re
         }
         .into());
     };
-    let broker = parse_broker(&enrollment.broker, settings.http.ca_file.as_deref())?;
+    let ca = pinned.or_else(|| settings.http.ca_file.clone());
+    let broker = parse_broker(&enrollment.broker, ca.as_deref())?;
     (mqtt.host, mqtt.port, mqtt.tls_ca) = (broker.host, broker.port, broker.tls_ca);
     Ok(mqtt)
 }

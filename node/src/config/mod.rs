@@ -119,6 +119,8 @@ pub struct MqttSettings {
     pub port: u16,
     /// `mqtts://`: TLS trusting these CA certificates (PEM); `None` = plain TCP.
     pub tls_ca: Option<PathBuf>,
+    /// Username and password sent in CONNECT (from the enrollment); `None` = anonymous.
+    pub credentials: Option<MqttCredentials>,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
     /// How often the agent runs timers when nothing arrives.
@@ -127,6 +129,24 @@ pub struct MqttSettings {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+}
+
+/// The device's broker account: username (its device id) and the password issued at enrollment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttCredentials {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for MqttCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Enrollment with a one-time token (`[enroll]`).

@@ -127,6 +127,7 @@ fn mqtt(server: &file::Server, poll: &file::Poll) -> Result<(MqttSettings, bool)
         host: parsed.host,
         port: parsed.port,
         tls_ca: parsed.tls_ca,
+        credentials: None,
         keep_alive: secs("poll.keep_alive_secs", poll.keep_alive_secs)?,
         tick: secs("poll.tick_secs", poll.tick_secs)?,
         reconnect_min,

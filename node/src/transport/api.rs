@@ -93,6 +93,15 @@ pub struct EnrollResponse {
     pub server_key: String,
     /// `mqtt://host:port` or `mqtts://host:port`.
     pub broker: String,
+    /// MQTT username (the device id), for brokers with per-device credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_username: Option<String>,
+    /// MQTT password, issued once at enrollment (the server keeps only a hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_password: Option<String>,
+    /// The fleet CA (PEM) of a server with its own CA: pinned for HTTPS and MQTTS from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -184,6 +184,9 @@ fn options(settings: &MqttSettings, client_id: &str) -> MqttOptions {
     options
         .set_keep_alive(settings.keep_alive)
         .set_clean_session(true);
+    if let Some(c) = &settings.credentials {
+        options.set_credentials(c.username.clone(), c.password.clone());
+    }
     if let Some(ca) = &settings.tls_ca {
         match tls_config(ca) {
             Ok(config) => {

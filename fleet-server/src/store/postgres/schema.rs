@@ -41,4 +41,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch BIGINT NOT NULL,
         expires_ms BIGINT NOT NULL);
     "#,
+    // 2: per-device MQTT credentials (hashes only), for the external broker's password file
+    r#"
+    CREATE TABLE broker_credentials (device TEXT PRIMARY KEY, hash TEXT NOT NULL,
+        updated_at BIGINT NOT NULL);
+    "#,
 ];

@@ -388,6 +388,38 @@ impl Store for PgStore {
         )
     }
 
+    fn put_broker_credential(&self, id: &DeviceId, hash: &str, now: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO broker_credentials (device, hash, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (device) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
+            &[&id.as_str(), &hash, &now],
+        )
+        .map(|_| ())
+    }
+
+    fn broker_credential(&self, id: &DeviceId) -> StoreResult<Option<String>> {
+        self.first(
+            "SELECT hash FROM broker_credentials WHERE device = $1",
+            &[&id.as_str()],
+            |r| rows::col(r, 0),
+        )
+    }
+
+    fn broker_credentials(&self) -> StoreResult<Vec<(DeviceId, String)>> {
+        self.all(
+            "SELECT device, hash FROM broker_credentials ORDER BY device",
+            &[],
+            |r| {
+                let id: String = rows::col(r, 0)?;
+                let id = DeviceId::new(id).map_err(|e| StoreError::Corrupt {
+                    what: "broker credential",
+                    reason: e.to_string(),
+                })?;
+                Ok((id, rows::col(r, 1)?))
+            },
+        )
+    }
+
     fn meta(&self, key: &str) -> StoreResult<Option<String>> {
         self.first("SELECT value FROM meta WHERE key = $1", &[&key], |r| {
             rows::col(r, 0)

@@ -363,6 +363,43 @@ impl Store for SqliteStore {
         ro::put_desired(&self.conn(), record)
     }
 
+    fn put_broker_credential(&self, id: &DeviceId, hash: &str, now: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO broker_credentials (device, hash, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (device) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
+            params![id.as_str(), hash, now],
+        )
+        .map(|_| ())
+    }
+
+    fn broker_credential(&self, id: &DeviceId) -> StoreResult<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT hash FROM broker_credentials WHERE device = ?1",
+                params![id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)
+    }
+
+    fn broker_credentials(&self) -> StoreResult<Vec<(DeviceId, String)>> {
+        let rows = self.all(
+            "SELECT device, hash FROM broker_credentials ORDER BY device",
+            [],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        rows.into_iter()
+            .map(|(id, hash)| {
+                let id = DeviceId::new(id).map_err(|e| StoreError::Corrupt {
+                    what: "broker credential",
+                    reason: e.to_string(),
+                })?;
+                Ok((id, hash))
+            })
+            .collect()
+    }
+
     fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
         self.exec(
             "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
