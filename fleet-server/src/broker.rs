@@ -1,6 +1,10 @@
 //! The embedded MQTT broker (rumqttd, MQTT 3.1.1) for the zero-config path. It runs on its own threads
 //! for the life of the process; the server talks to it over loopback like any external broker, so
 //! both paths are one code path.
+//!
+//! With a [`LoginCheck`] the broker refuses clients whose username and password do not check out (the
+//! same per-device credentials Mosquitto gets, `crate::broker_auth`). rumqttd has no topic ACLs, so
+//! the embedded broker authenticates but does not confine devices to their topics.
 
 use std::net::SocketAddr;
 
@@ -20,9 +24,17 @@ pub enum BrokerError {
     NotBuilt,
 }
 
+/// Decides whether (username, password) may connect.
+pub type LoginCheck = std::sync::Arc<
+    dyn Fn(String, String) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync,
+>;
+
+use std::future::Future;
+
 /// Starts the broker on `listen` and returns the address it listens on (port 0 picks a free one).
+/// With `login`, every CONNECT must carry credentials that it accepts.
 #[cfg(feature = "embedded-broker")]
-pub fn start(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
+pub fn start(listen: SocketAddr, login: Option<LoginCheck>) -> Result<SocketAddr, BrokerError> {
     // Probe the address first so a busy port gives a clear error instead of a log line from a thread.
     let probe =
         std::net::TcpListener::bind(listen).map_err(|source| BrokerError::Bind { addr: listen, source })?;
@@ -51,7 +63,14 @@ next_connection_delay_ms = 0
     dynamic_filters = true
 "#
     );
-    let config: rumqttd::Config = toml::from_str(&config).map_err(|e| BrokerError::Config(e.to_string()))?;
+    let mut config: rumqttd::Config =
+        toml::from_str(&config).map_err(|e| BrokerError::Config(e.to_string()))?;
+    if let Some(check) = login {
+        for server in config.v4.iter_mut().flat_map(|m| m.values_mut()) {
+            let check = check.clone();
+            server.set_auth_handler(move |_client: String, user: String, pass: String| check(user, pass));
+        }
+    }
     let mut broker = rumqttd::Broker::new(config);
     std::thread::Builder::new()
         .name("mqtt-broker".into())
@@ -65,6 +84,6 @@ next_connection_delay_ms = 0
 }
 
 #[cfg(not(feature = "embedded-broker"))]
-pub fn start(_listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
+pub fn start(_listen: SocketAddr, _login: Option<LoginCheck>) -> Result<SocketAddr, BrokerError> {
     Err(BrokerError::NotBuilt)
 }

@@ -194,6 +194,41 @@ pub async fn issue(app: &App, device: &DeviceId) -> Result<String, String> {
     Ok(password)
 }
 
+/// The embedded broker's login check: the server's own account, or a device id whose stored hash
+/// matches. Refuses everything until the server is up (`app` set) and after it is gone.
+pub fn login_check(
+    app: std::sync::Arc<std::sync::OnceLock<std::sync::Weak<App>>>,
+) -> crate::broker::LoginCheck {
+    std::sync::Arc::new(move |user: String, password: String| {
+        let app = app.get().and_then(std::sync::Weak::upgrade);
+        Box::pin(async move {
+            match app {
+                Some(app) => login_ok(&app, &user, &password).await,
+                None => false,
+            }
+        })
+    })
+}
+
+async fn login_ok(app: &App, user: &str, password: &str) -> bool {
+    let account = &app.broker_account;
+    if user == account.user {
+        let (a, b) = (account.password.as_bytes(), password.as_bytes());
+        return a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    }
+    let Ok(id) = DeviceId::new(user) else {
+        return false;
+    };
+    match app.db(move |s| s.broker_credential(&id)).await {
+        Ok(Some(hash)) => verify_password(&hash, password),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "broker login: store unavailable");
+            false
+        }
+    }
+}
+
 /// The Mosquitto files for everything enrolled now.
 pub async fn current(app: &App) -> Result<MosquittoConfig, String> {
     let account = &app.broker_account;

@@ -196,9 +196,13 @@ pub async fn run(
     on_start: impl FnOnce(Started),
 ) -> Result<(), ServerError> {
     let http = listener.local_addr().map_err(ServerError::Http)?;
+    let app_slot = Arc::new(std::sync::OnceLock::new());
     let (broker_url, embedded) = match &settings.broker {
         BrokerSettings::Embedded { listen } => {
-            let addr = broker::start(*listen)?;
+            let login = settings
+                .embedded_broker_auth
+                .then(|| broker_auth::login_check(app_slot.clone()));
+            let addr = broker::start(*listen, login)?;
             (format!("mqtt://{addr}"), Some(addr))
         }
         BrokerSettings::External { url } => (url.clone(), None),
@@ -227,6 +231,7 @@ pub async fn run(
             .await
             .map_err(|e| ServerError::Runtime(e.to_string()))??
     };
+    let _ = app_slot.set(Arc::downgrade(&app));
     let stop_rx = app.stopping.clone();
     broker_auth::spawn_sync(app.clone(), stop_rx.clone());
     let acceptor = app.tls.as_ref().map(crate::tls::acceptor).transpose()?;

@@ -81,6 +81,9 @@ pub struct Settings {
     /// The server's own MQTT account; `None`: user `halyard-server` with a random password kept in
     /// `broker-password` in the data directory (made on first start). Replicas share one account.
     pub broker_account: Option<BrokerAccount>,
+    /// The embedded broker accepts only the server's account and enrolled devices' credentials
+    /// (rumqttd has no topic ACLs: this authenticates, it does not confine).
+    pub embedded_broker_auth: bool,
     /// Write Mosquitto's password and ACL files for the per-device credentials (see `broker_auth`).
     pub mosquitto: Option<MosquittoSync>,
     /// Serve the device and operator HTTP API over TLS (and, with `mqtts` and the embedded broker,
@@ -111,6 +114,7 @@ impl Settings {
             device_broker_url: None,
             broker_account: None,
             mosquitto: None,
+            embedded_broker_auth: false,
             tls: None,
             mqtts: None,
             trust_root: None,

@@ -29,6 +29,10 @@ struct Args {
         conflicts_with = "broker"
     )]
     mqtt: SocketAddr,
+    /// The embedded broker accepts only enrolled devices' credentials and the server's own account
+    /// (authentication only: rumqttd has no topic ACLs; use Mosquitto for those).
+    #[arg(long, env = "HALYARD_MQTT_AUTH", conflicts_with = "broker")]
+    mqtt_auth: bool,
     /// Use this external broker instead of the embedded one, e.g. mqtt://127.0.0.1:1883.
     #[arg(long, env = "HALYARD_BROKER")]
     broker: Option<String>,
@@ -94,6 +98,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         s.database = Database::from_url(url).map_err(anyhow::Error::msg)?;
     }
     s.lease_ttl = std::time::Duration::from_secs(args.lease_ttl_secs);
+    s.embedded_broker_auth = args.mqtt_auth;
     s.broker_account = match &args.broker_password_file {
         Some(path) => Some(BrokerAccount {
             user: args.broker_user.clone(),
