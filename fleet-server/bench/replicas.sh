@@ -6,13 +6,18 @@
 # bench/replicas.jsonl and prints it. See ../README.md, "Several replicas on PostgreSQL".
 #
 #   bench/replicas.sh [--devices N] [--period S] [--warmup S] [--duration S] [--no-build]
-#                     [--database-url postgres://postgres@127.0.0.1:5432/postgres] [-- extra loadgen flags]
+#                     [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+#                     [--broker mqtt://127.0.0.1:PORT --broker-pid PID] [-- extra loadgen flags]
+#
+# --broker points both replicas and the load at another Mosquitto (one tuned as deploy/README.md says,
+# so the test suite's shared broker on 1883 is left alone); --broker-pid is that broker's process,
+# whose memory the result reports.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
-devices=10000 period=60 warmup=20 duration=120 build=1 extra=()
+devices=10000 period=60 warmup=20 duration=120 build=1 extra=() broker_pid_flag=""
 admin_url="postgres://postgres@127.0.0.1:5432/postgres" broker_url=mqtt://127.0.0.1:1883
 http_a=127.0.0.1:18490 http_b=127.0.0.1:18491
 while [[ $# -gt 0 ]]; do
@@ -22,6 +27,8 @@ while [[ $# -gt 0 ]]; do
     --warmup) warmup="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
     --database-url) admin_url="$2"; shift 2 ;;
+    --broker) broker_url="$2"; shift 2 ;;
+    --broker-pid) broker_pid_flag="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     --) shift; extra=("$@"); break ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
@@ -67,7 +74,7 @@ start_replica b "$http_b"; pid_b="${pids[-1]}"
 token="$(cat "$data/server/admin-token")"
 leader="$(psql "$db_url" -tAc "SELECT holder FROM leases WHERE name = 'engine'")"
 broker_pid=()
-bpid="$(pgrep -o -x mosquitto || true)"
+bpid="${broker_pid_flag:-$(pgrep -o -x mosquitto || true)}"
 [[ -n $bpid ]] && broker_pid=(--broker-pid "$bpid")
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 a0="$(cpu_ticks "$pid_a")" t0="$(date +%s.%N)"
