@@ -85,6 +85,10 @@ impl Ctx<'_> {
     /// `Reverting` → `Reverted` once every device that got an exit is back on its previous
     /// release and not updating to this one. Devices no longer listed do not block.
     pub(crate) fn check_reverted(&mut self) {
+        if !matches!(self.state.status, Status::Reverting { .. }) {
+            return;
+        }
+        self.revert_late_switchers();
         let Status::Reverting { reason } = &self.state.status else {
             return;
         };
@@ -105,6 +109,31 @@ impl Ctx<'_> {
         );
         self.decide(None, DecisionKind::Reverted, message);
         self.state.status = Status::Reverted { reason };
+    }
+
+    /// A cancelled device that switched to this release before the cancel reached it (it was
+    /// already rebooting into it) now runs it, committed: `Stay` keeps it there, so it gets a
+    /// revert to its previous release instead (its other slot still holds that).
+    fn revert_late_switchers(&mut self) {
+        let version = self.spec.version.as_str();
+        let late: Vec<(String, String)> = (self.state.devices.iter())
+            .filter(|(_, r)| r.exit == Some(Exit::Cancel))
+            .filter_map(|(id, r)| {
+                let view = self.views.get(id.as_str())?;
+                let settled_on_new =
+                    view.active_version.as_deref() == Some(version) && !view.in_flight(version);
+                settled_on_new.then(|| r.from_version.clone().map(|from| (id.clone(), from)))?
+            })
+            .collect();
+        for (id, to_version) in late {
+            self.actions.push(Action::Revert {
+                device: id.clone(),
+                to_version: to_version.clone(),
+            });
+            if let Some(rec) = self.state.devices.get_mut(&id) {
+                rec.exit = Some(Exit::Revert { to_version });
+            }
+        }
     }
 
     fn is_back(&self, id: &str, rec: &DeviceRecord) -> bool {

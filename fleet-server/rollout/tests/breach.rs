@@ -296,3 +296,39 @@ fn a_failure_reported_before_the_install_was_issued_is_not_counted() {
         "the same state reported after the install counts"
     );
 }
+
+#[test]
+fn a_cancelled_device_that_switched_anyway_is_reverted() {
+    let mut f = fleet(Breach::Revert, |_| Behave::Good);
+    let first = f.step();
+    let ids: Vec<String> = first
+        .iter()
+        .filter_map(|a| match a {
+            Action::Install { device, .. } => Some(device.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(ids.len() >= 2);
+    react(f.dev(&ids[0]), NEW, Behave::Unhealthy);
+    // Still downloading when the breach is decided: it is cancelled (`Stay`)...
+    f.dev(&ids[1]).phase = Phase::Downloading;
+    f.dev(&ids[1]).phase_version = Some(NEW.into());
+    f.tick(60);
+    let actions = f.step();
+    assert!(actions.contains(&Action::Cancel {
+        device: ids[1].clone()
+    }));
+    f.apply(&actions);
+    // ...but the cancel reached it only after it had rebooted into the new release and committed.
+    react(f.dev(&ids[1]), NEW, Behave::Good);
+    f.tick(60);
+    let actions = f.step();
+    assert!(
+        actions.contains(&Action::Revert {
+            device: ids[1].clone(),
+            to_version: OLD.into()
+        }),
+        "{actions:?}"
+    );
+    assert!(matches!(f.state.status, Status::Reverting { .. }));
+}

@@ -173,9 +173,13 @@ impl Mqtt {
             tracing::debug!(error = %e, "disconnect request");
         }
         // The task ends once its DISCONNECT is written (or at once when not connected).
+        let started = std::time::Instant::now();
         let _ = self.done.recv_timeout(Duration::from_millis(500));
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.done.recv_timeout(Duration::from_secs(2));
+        // Give the broker time to close this session before the next one with the same client id
+        // (a reboot reconnects at once), as the agent did before the task rewrite.
+        std::thread::sleep(Duration::from_millis(200).saturating_sub(started.elapsed()));
     }
 }
 
