@@ -4,18 +4,12 @@
 //! rumqttd closes the connection without a CONNACK on a refused login.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod support;
 
-use halyard_node::config::{HttpSettings, MqttSettings};
-use halyard_node::enroll::{self, Facts};
-use halyard_node::faults::NoCrash;
-use halyard_node::identity::{Identity, SeqCounter};
 use halyard_server::background::Background;
 use halyard_server::settings::{BrokerSettings, Settings};
 use rumqttc::{Client, Event, MqttOptions, Packet};
-
-const TIMEOUT: Duration = Duration::from_secs(30);
+use support::TIMEOUT;
 
 /// Whether a client with `login` gets a CONNACK from the broker on `port`.
 fn logs_in(port: u16, login: Option<(&str, &str)>) -> bool {
@@ -49,29 +43,7 @@ fn embedded_broker_checks_the_issued_credentials() {
     let port: u16 = bg.started.broker.rsplit_once(':').unwrap().1.parse().unwrap();
 
     let dir = tmp.path().join("device");
-    std::fs::create_dir_all(&dir).unwrap();
-    let identity = Identity::load_or_create(&dir, &NoCrash).unwrap();
-    let http = HttpSettings {
-        ca_file: None,
-        max_artifact_bytes: 1 << 20,
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(5),
-    };
-    let api = halyard_node::transport::api::ServerApi::new(&bg.url(), &http).unwrap();
-    let facts = Facts {
-        product: "auth-test".into(),
-        hardware_class: "hw".into(),
-    };
-    let record = enroll::enroll(
-        &api,
-        &bg.url(),
-        &identity,
-        &bg.started.enroll_token,
-        &facts,
-        &dir,
-        &NoCrash,
-    )
-    .unwrap();
+    let (identity, record) = support::enroll_device(&bg, &dir, &bg.started.enroll_token);
     let (user, password) = (
         record.mqtt_username.clone().unwrap(),
         record.mqtt_password.clone().unwrap(),
@@ -86,38 +58,5 @@ fn embedded_broker_checks_the_issued_credentials() {
     assert!(!logs_in(port, None), "no credentials");
 
     // The agent's link with its enrollment credentials; the server's own client ingests presence.
-    let settings = MqttSettings {
-        host: "127.0.0.1".into(),
-        port,
-        tls_ca: None,
-        credentials: record.credentials(),
-        keep_alive: Duration::from_secs(30),
-        tick: Duration::from_millis(50),
-        reconnect_min: Duration::from_millis(100),
-        reconnect_max: Duration::from_millis(500),
-    };
-    let link = halyard_node::app::link::Link::connect(
-        &settings,
-        identity.device_id().clone(),
-        identity.signing_key(),
-        SeqCounter::open(&dir, Arc::new(NoCrash)).unwrap(),
-        record.verifying_key().unwrap(),
-        Arc::new(halyard_node::clock::SystemClock),
-    );
-    let admin = halyard_server::ctl::Client::new(&bg.url(), Some(bg.admin_token.clone()));
-    let start = Instant::now();
-    loop {
-        let device = admin
-            .get(&format!("/api/v1/devices/{}", record.device_id))
-            .unwrap();
-        if device["device"]["online"] == serde_json::Value::Bool(true) {
-            break;
-        }
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "the server never saw the agent online: {device}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    link.shutdown();
+    support::agent_goes_online(&bg, port, &dir, &identity, &record);
 }

@@ -14,19 +14,16 @@
 //! subscriber in order, so once a later marker message arrives, an earlier one would have too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use halyard_node::config::{HttpSettings, MqttSettings};
-use halyard_node::enroll::{self, Enrollment, Facts};
-use halyard_node::identity::Identity;
 use halyard_server::background::Background;
 use halyard_server::settings::{BrokerSettings, MosquittoSync, Settings};
 use rumqttc::{Client, ConnectReturnCode, Connection, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
-
-const TIMEOUT: Duration = Duration::from_secs(30);
+use support::{TIMEOUT, enroll_device, enroll_token};
 
 struct Mosquitto(Child);
 
@@ -173,45 +170,6 @@ fn drive(mut conn: Connection) {
     std::thread::spawn(move || for _ in conn.iter() {});
 }
 
-fn enroll_device(bg: &Background, dir: &Path, token: &str) -> (Identity, Enrollment) {
-    std::fs::create_dir_all(dir).unwrap();
-    let identity = Identity::load_or_create(dir, &halyard_node::faults::NoCrash).unwrap();
-    let http = HttpSettings {
-        ca_file: None,
-        max_artifact_bytes: 1 << 20,
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(5),
-    };
-    let api = halyard_node::transport::api::ServerApi::new(&bg.url(), &http).unwrap();
-    let facts = Facts {
-        product: "acl-test".into(),
-        hardware_class: "hw".into(),
-    };
-    let record = enroll::enroll(
-        &api,
-        &bg.url(),
-        &identity,
-        token,
-        &facts,
-        dir,
-        &halyard_node::faults::NoCrash,
-    )
-    .unwrap();
-    (identity, record)
-}
-
-fn enroll_token(bg: &Background) -> String {
-    let client = halyard_server::ctl::Client::new(&bg.url(), Some(bg.admin_token.clone()));
-    let answer = client
-        .send_json(
-            ureq::http::Method::POST,
-            "/api/v1/enroll-tokens",
-            &serde_json::json!({}),
-        )
-        .unwrap();
-    answer["token"].as_str().unwrap().to_owned()
-}
-
 fn topic(device: &str, name: &str) -> String {
     format!("halyard/v1/devices/{device}/{name}")
 }
@@ -343,49 +301,5 @@ fn mosquitto_confines_each_device_to_its_own_topics() {
 
     // The agent's own link logs in with the enrollment credentials; the server (its own account)
     // ingests the signed presence through Mosquitto.
-    agent_presence_reaches_the_server(&bg, port, &a_dir, &a_identity, &a);
-}
-
-fn agent_presence_reaches_the_server(
-    bg: &Background,
-    port: u16,
-    dir: &Path,
-    identity: &Identity,
-    record: &Enrollment,
-) {
-    let settings = MqttSettings {
-        host: "127.0.0.1".into(),
-        port,
-        tls_ca: None,
-        credentials: record.credentials(),
-        keep_alive: Duration::from_secs(30),
-        tick: Duration::from_millis(50),
-        reconnect_min: Duration::from_millis(100),
-        reconnect_max: Duration::from_millis(500),
-    };
-    let seq = halyard_node::identity::SeqCounter::open(dir, Arc::new(halyard_node::faults::NoCrash)).unwrap();
-    let link = halyard_node::app::link::Link::connect(
-        &settings,
-        identity.device_id().clone(),
-        identity.signing_key(),
-        seq,
-        record.verifying_key().unwrap(),
-        Arc::new(halyard_node::clock::SystemClock),
-    );
-    let client = halyard_server::ctl::Client::new(&bg.url(), Some(bg.admin_token.clone()));
-    let start = Instant::now();
-    loop {
-        let device = client
-            .get(&format!("/api/v1/devices/{}", record.device_id))
-            .unwrap();
-        if device["device"]["online"] == serde_json::Value::Bool(true) {
-            break;
-        }
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "the server never saw the agent online: {device}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    link.shutdown();
+    support::agent_goes_online(&bg, port, &a_dir, &a_identity, &a);
 }

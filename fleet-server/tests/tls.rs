@@ -6,13 +6,14 @@
 //! first one, on HTTPS and on MQTTS, with a certificate error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use halyard_node::config::{HttpSettings, MqttSettings};
+use halyard_node::config::MqttSettings;
 use halyard_node::driver::Outgoing;
-use halyard_node::enroll::{self, Enrollment, Facts};
-use halyard_node::faults::NoCrash;
+use halyard_node::enroll::Enrollment;
 use halyard_node::identity::Identity;
 use halyard_node::transport::api::ServerApi;
 use halyard_node::transport::mqtt::{Inbound, Mqtt};
@@ -20,8 +21,7 @@ use halyard_protocol::{AgentState, Report, Slot, SlotReport};
 use halyard_server::background::Background;
 use halyard_server::settings::{BrokerSettings, Settings};
 use halyard_server::tls::TlsSettings;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
+use support::TIMEOUT;
 
 fn tls_server(dir: &Path) -> Background {
     let mut settings = Settings::new(
@@ -37,34 +37,8 @@ fn tls_server(dir: &Path) -> Background {
     Background::start(settings).unwrap()
 }
 
-fn http(ca: &Path) -> HttpSettings {
-    HttpSettings {
-        ca_file: Some(ca.to_path_buf()),
-        max_artifact_bytes: 1 << 20,
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(5),
-    }
-}
-
 fn enroll_over_https(bg: &Background, ca: &Path, dir: &Path) -> Result<(Identity, Enrollment), String> {
-    std::fs::create_dir_all(dir).unwrap();
-    let identity = Identity::load_or_create(dir, &NoCrash).unwrap();
-    let api = ServerApi::new(&bg.url(), &http(ca)).unwrap();
-    let facts = Facts {
-        product: "tls-test".into(),
-        hardware_class: "hw".into(),
-    };
-    enroll::enroll(
-        &api,
-        &bg.url(),
-        &identity,
-        &bg.started.enroll_token,
-        &facts,
-        dir,
-        &NoCrash,
-    )
-    .map(|record| (identity, record))
-    .map_err(|e| e.to_string())
+    support::try_enroll(bg, dir, &bg.started.enroll_token, Some(ca)).map_err(|e| e.to_string())
 }
 
 fn mqtts_settings(record: &Enrollment, dir: &Path) -> MqttSettings {
@@ -73,16 +47,7 @@ fn mqtts_settings(record: &Enrollment, dir: &Path) -> MqttSettings {
         .strip_prefix("mqtts://")
         .expect("an mqtts:// broker");
     let (host, port) = rest.rsplit_once(':').unwrap();
-    MqttSettings {
-        host: host.to_owned(),
-        port: port.parse().unwrap(),
-        tls_ca: record.ca_file(dir),
-        credentials: record.credentials(),
-        keep_alive: Duration::from_secs(30),
-        tick: Duration::from_millis(50),
-        reconnect_min: Duration::from_millis(100),
-        reconnect_max: Duration::from_millis(500),
-    }
+    support::mqtt_settings(host, port.parse().unwrap(), record.ca_file(dir), record)
 }
 
 fn report() -> Report {
@@ -95,7 +60,7 @@ fn report() -> Report {
     Report {
         at: 1,
         agent_version: "0.1.0".into(),
-        product: "tls-test".into(),
+        product: "test".into(),
         hardware_class: "hw".into(),
         active: Slot::A,
         slot_a: slot("1.0.0"),
@@ -161,22 +126,14 @@ fn agent_enrolls_and_reports_over_https_and_mqtts_with_the_fleet_ca() {
     .unwrap();
     mqtt.publish(publication).unwrap();
     let admin = halyard_server::ctl::Client::with_ca(&bg.url(), Some(bg.admin_token.clone()), &ca).unwrap();
-    let start = Instant::now();
-    loop {
-        let device = admin
-            .get(&format!("/api/v1/devices/{}", record.device_id))
-            .unwrap();
-        if !device["device"]["report"].is_null() {
-            assert_eq!(device["device"]["report"]["slot_a"]["version"], "1.0.0");
-            break;
-        }
-        assert!(start.elapsed() < TIMEOUT, "the report never arrived: {device}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let device = support::wait_for_device(&admin, &record.device_id, "the report never arrived", |device| {
+        !device["report"].is_null()
+    });
+    assert_eq!(device["device"]["report"]["slot_a"]["version"], "1.0.0");
     mqtt.shutdown();
 
     // The HTTPS fallback works with the pinned CA too.
-    let api = ServerApi::new(&bg.url(), &http(&pinned)).unwrap();
+    let api = ServerApi::new(&bg.url(), &support::http(Some(&pinned))).unwrap();
     assert_eq!(api.desired(identity.device_id()).unwrap(), None);
 
     // Another server with its own CA: the pinned device refuses its HTTPS and MQTTS certificates.
