@@ -12,7 +12,9 @@
 //! - [`engine`]: drives the rollout engine and commits each step atomically; [`desired`]: actions to
 //!   signed `desired` envelopes; [`views`]: records to engine inputs; [`selector`]: device selectors.
 //! - [`releases`]: bundle upload verification and the trust root; [`secrets`]: server key and tokens.
-//! - [`tls`]: the fleet CA and server certificate (rcgen), HTTPS listener, MQTTS front (rustls, ring).
+//! - [`tls`]: the fleet CA and server certificate (rcgen), HTTPS listener, MQTTS front (rustls, ring);
+//!   [`mtls`]: device client certificates and their checks; [`mqtt_connect`]: the CONNECT reader the
+//!   MQTTS front uses to hold a device to its certificate's id.
 //! - [`api`]: HTTP (device endpoints, operator REST, artifacts); [`metrics`]: Prometheus text.
 //! - `ctl`: the `halyardctl` operator CLI; [`dashboard`]: the operator web dashboard at `/`.
 
@@ -32,6 +34,8 @@ pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
+pub mod mqtt_connect;
+pub mod mtls;
 pub mod releases;
 pub mod secrets;
 pub mod selector;

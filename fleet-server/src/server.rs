@@ -234,9 +234,10 @@ pub async fn run(
     let _ = app_slot.set(Arc::downgrade(&app));
     let stop_rx = app.stopping.clone();
     broker_auth::spawn_sync(app.clone(), stop_rx.clone());
-    let acceptor = app.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-    if let (Some(front), Some(backend), Some(acceptor)) = (mqtts, embedded, &acceptor) {
-        crate::tls::spawn_mqtts_front(front, acceptor.clone(), backend, stop_rx.clone());
+    let (acceptor, mqtts_acceptor) = acceptors(&app)?;
+    if let (Some(front), Some(backend), Some(acceptor)) = (mqtts, embedded, mqtts_acceptor) {
+        let mtls = app.settings.mtls;
+        crate::tls::spawn_mqtts_front(front, acceptor, backend, mtls, stop_rx.clone());
     }
     mqtt::spawn(app.clone(), &broker_url, out_rx, stop_rx.clone())?;
     tokio::spawn(crate::leader::run(app.clone(), stop_rx.clone()));
@@ -266,6 +267,7 @@ pub async fn run(
     let served = match acceptor {
         Some(acceptor) => {
             let tls = crate::tls::TlsListener::new(listener, acceptor).map_err(ServerError::Http)?;
+            let router = router.into_make_service_with_connect_info::<crate::mtls::Peer>();
             axum::serve(tls, router).with_graceful_shutdown(shutdown).await
         }
         None => {
@@ -275,4 +277,35 @@ pub async fn run(
         }
     };
     served.map_err(ServerError::Http)
+}
+
+/// The HTTPS and MQTTS acceptors (when the server speaks TLS). With mutual TLS the MQTTS front
+/// demands a device certificate; HTTPS asks for one but also serves enrollment and operators
+/// without (the device endpoints check it per request).
+fn acceptors(
+    app: &App,
+) -> Result<
+    (
+        Option<tokio_rustls::TlsAcceptor>,
+        Option<tokio_rustls::TlsAcceptor>,
+    ),
+    ServerError,
+> {
+    use crate::mtls::{ClientAuth, MutualTls};
+    let own_ca = app.tls.as_ref().is_some_and(|m| m.ca.is_some());
+    match (&app.tls, app.settings.mtls) {
+        (None, MutualTls::Off) => Ok((None, None)),
+        (Some(material), MutualTls::Off) => {
+            let acceptor = crate::tls::acceptor(material, ClientAuth::None)?;
+            Ok((Some(acceptor.clone()), Some(acceptor)))
+        }
+        (Some(material), MutualTls::Required) if own_ca => Ok((
+            Some(crate::tls::acceptor(material, ClientAuth::Optional)?),
+            Some(crate::tls::acceptor(material, ClientAuth::Required)?),
+        )),
+        (_, MutualTls::Required) => Err(ServerError::Tls(crate::tls::TlsError::Pem {
+            path: "--mtls".into(),
+            reason: "mutual TLS needs the server's own CA (--tls auto) to issue device certificates".into(),
+        })),
+    }
 }

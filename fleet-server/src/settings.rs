@@ -91,6 +91,9 @@ pub struct Settings {
     pub tls: Option<crate::tls::TlsSettings>,
     /// With `tls` and the embedded broker: listen for MQTTS here (devices are told `mqtts://`).
     pub mqtts: Option<SocketAddr>,
+    /// Mutual TLS: devices present the client certificate issued at enrollment (needs the server's
+    /// own CA, `TlsSettings::SelfSigned`).
+    pub mtls: crate::mtls::MutualTls,
     /// A trust root to install (first start) or rotate to (later starts).
     pub trust_root: Option<PathBuf>,
     /// How often the rollout engine runs when nothing else wakes it.
@@ -117,6 +120,7 @@ impl Settings {
             embedded_broker_auth: false,
             tls: None,
             mqtts: None,
+            mtls: crate::mtls::MutualTls::Off,
             trust_root: None,
             tick: Duration::from_secs(1),
             max_bundle_bytes: 8 << 30,

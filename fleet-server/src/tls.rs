@@ -22,11 +22,14 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest as _;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::mqtt_connect;
+use crate::mtls::{ClientAuth, MutualTls};
 use crate::secrets::write_private;
 
 /// How the server gets its certificate.
@@ -62,6 +65,8 @@ pub struct Material {
     pub key: Arc<PrivateKeyDer<'static>>,
     /// CA certificate PEM handed to devices at enrollment.
     pub ca_pem: Option<String>,
+    /// The fleet CA as a signer of device certificates (only with the server's own CA).
+    pub ca: Option<crate::mtls::FleetCa>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
@@ -100,6 +105,7 @@ fn from_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Material, Tl
         chain,
         key: Arc::new(key_der),
         ca_pem,
+        ca: None,
     })
 }
 
@@ -136,8 +142,24 @@ fn self_signed(dir: &Path, names: &[String]) -> Result<Material, TlsError> {
     let ca_key = KeyPair::from_pem(&ca_key_pem)?;
     let ca_pem = std::fs::read_to_string(&ca_path).map_err(io_err(&ca_path))?;
     let issuer = Issuer::new(ca_params(&ca_key)?, ca_key);
-
     let server_key = KeyPair::generate()?;
+    let (chain, server_key) = server_cert(dir, names, &issuer, &server_key, &ca_pem)?;
+    Ok(Material {
+        chain,
+        key: Arc::new(server_key),
+        ca_pem: Some(ca_pem),
+        ca: Some(crate::mtls::FleetCa::new(issuer)),
+    })
+}
+
+/// A fresh server certificate for `names` signed by the fleet CA, written beside it.
+fn server_cert(
+    dir: &Path,
+    names: &[String],
+    issuer: &Issuer<'static, KeyPair>,
+    server_key: &KeyPair,
+    ca_pem: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let mut params = CertificateParams::new(names.to_vec())?;
     params
         .distinguished_name
@@ -147,27 +169,31 @@ fn self_signed(dir: &Path, names: &[String]) -> Result<Material, TlsError> {
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(365);
-    let cert = params.signed_by(&server_key, &issuer)?;
+    let cert = params.signed_by(server_key, issuer)?;
     let (cert_path, server_key_path) = (dir.join("server.pem"), dir.join("server-key.pem"));
     std::fs::write(&cert_path, format!("{}{ca_pem}", cert.pem())).map_err(io_err(&cert_path))?;
     write_private(&server_key_path, server_key.serialize_pem().as_bytes()).map_err(|e| TlsError::Pem {
         path: server_key_path.display().to_string(),
         reason: e.to_string(),
     })?;
-    Ok(Material {
-        chain: vec![cert.der().clone()],
-        key: Arc::new(PrivateKeyDer::Pkcs8(server_key.serialize_der().into())),
-        ca_pem: Some(ca_pem),
-    })
+    Ok((
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+    ))
 }
 
-/// A rustls server configuration (ring provider, TLS 1.2 and 1.3, no client certificates).
-pub fn acceptor(material: &Material) -> Result<TlsAcceptor, TlsError> {
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3); client certificates as `clients`
+/// says, checked against the fleet CA.
+pub fn acceptor(material: &Material, clients: ClientAuth) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(material.chain.clone(), material.key.clone_key())?;
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let ca_pem = material.ca_pem.as_deref().unwrap_or_default();
+    let builder = match crate::mtls::verifier(ca_pem, clients)? {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(material.chain.clone(), material.key.clone_key())?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -227,11 +253,14 @@ impl axum::serve::Listener for TlsListener {
 }
 
 /// MQTTS for the embedded broker: terminates TLS on `listener` and pipes each connection to the
-/// broker's plain listener at `broker` (loopback), until `stop` turns true.
+/// broker's plain listener at `broker` (loopback), until `stop` turns true. With
+/// [`MutualTls::Required`] the acceptor demands a fleet certificate and a connection's CONNECT must
+/// name the certificate's device as client id (and username, if it sends one).
 pub fn spawn_mqtts_front(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     broker: std::net::SocketAddr,
+    mtls: MutualTls,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -245,16 +274,51 @@ pub fn spawn_mqtts_front(
             };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
+                let mut tls = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
-                    _ => return tracing::debug!(%peer, "MQTTS handshake failed"),
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "MQTTS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "MQTTS handshake timed out"),
+                };
+                let first = match mtls {
+                    MutualTls::Off => Vec::new(),
+                    MutualTls::Required => match device_connect(&mut tls).await {
+                        Some(packet) => packet,
+                        None => return,
+                    },
                 };
                 let Ok(mut plain) = TcpStream::connect(broker).await else {
                     return tracing::warn!(%broker, "MQTTS: embedded broker unreachable");
                 };
-                let mut tls = tls;
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                if plain.write_all(&first).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
             });
         }
     });
+}
+
+/// The CONNECT of a connection with a device certificate, when it names that device; otherwise the
+/// client is told "not authorized" (logged at info: a device trying another's id) and `None`.
+async fn device_connect(tls: &mut TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    let device = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::mtls::device_of);
+    let packet = match tokio::time::timeout(HANDSHAKE, mqtt_connect::read(tls)).await {
+        Ok(Ok(Some(packet))) => packet,
+        _ => return None,
+    };
+    let ids = mqtt_connect::ids(&packet);
+    let named = |id: &str| device.as_ref().is_some_and(|d| d.as_str() == id);
+    match &ids {
+        Some(i) if named(&i.client_id) && i.username.as_deref().is_none_or(named) => Some(packet),
+        _ => {
+            tracing::info!(device = ?device, connect = ?ids, "MQTTS: CONNECT does not match the client certificate");
+            let _ = tls.write_all(&mqtt_connect::CONNACK_NOT_AUTHORIZED).await;
+            let _ = tls.shutdown().await;
+            None
+        }
+    }
 }

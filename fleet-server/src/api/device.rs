@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -16,6 +17,7 @@ use super::{ApiError, ApiResult};
 use crate::app::App;
 use crate::ingest::{self, IngestError};
 use crate::model::NewDevice;
+use crate::mtls::{MutualTls, Peer};
 use crate::secrets::token_hash;
 use crate::store::EnrollOutcome;
 
@@ -29,6 +31,10 @@ pub struct EnrollRequest {
     pub hardware_class: String,
     #[serde(default)]
     pub agent_version: Option<String>,
+    /// Base64 of the DER SubjectPublicKeyInfo of the device's TLS key (ECDSA P-256), made on the
+    /// device: a server with its own CA answers with a client certificate for it.
+    #[serde(default)]
+    pub tls_key: Option<String>,
 }
 
 /// `POST /v1/enroll` answer.
@@ -46,6 +52,9 @@ pub struct EnrollResponse {
     /// The fleet CA (PEM) when the server speaks TLS: the device trusts only it from now on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_ca: Option<String>,
+    /// The device's TLS client certificate (PEM), signed by the fleet CA, for `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
 }
 
 fn label_ok(value: &str) -> bool {
@@ -60,6 +69,20 @@ pub async fn enroll(
     State(app): State<Arc<App>>,
     Json(req): Json<EnrollRequest>,
 ) -> ApiResult<Json<EnrollResponse>> {
+    let tls_key = match &req.tls_key {
+        Some(k) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .map_err(|_| ApiError::bad_request("tls_key must be base64 (DER SubjectPublicKeyInfo)"))?,
+        ),
+        None => None,
+    };
+    let usable = tls_key.as_deref().is_some_and(crate::mtls::is_p256_key);
+    if app.settings.mtls == MutualTls::Required && !usable {
+        return Err(ApiError::bad_request(
+            "this server requires mutual TLS: tls_key must be an ECDSA P-256 SubjectPublicKeyInfo",
+        ));
+    }
     let raw = base64::engine::general_purpose::STANDARD
         .decode(req.public_key.trim())
         .ok()
@@ -83,6 +106,7 @@ pub async fn enroll(
         EnrollOutcome::Enrolled(d) => {
             tracing::info!(device = %d.id, hw = %d.hardware_class, site = ?d.site, agent = ?req.agent_version, "device enrolled");
             app.notify("device", d.id.as_str());
+            let client_cert = client_cert(&app, &d.id, tls_key.as_deref())?;
             let password = crate::broker_auth::issue(&app, &d.id)
                 .await
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
@@ -91,6 +115,7 @@ pub async fn enroll(
                 mqtt_username: Some(d.id.to_string()),
                 mqtt_password: Some(password),
                 server_ca: app.tls.as_ref().and_then(|t| t.ca_pem.clone()),
+                client_cert,
                 device_id: d.id,
                 server_key: app.server_key_pem.clone(),
                 broker: app.device_broker_url.clone(),
@@ -107,12 +132,53 @@ pub async fn enroll(
     }
 }
 
+/// A client certificate for the device's TLS key, when the server has its own CA and the agent sent
+/// a usable key (P-256).
+fn client_cert(app: &App, device: &DeviceId, tls_key: Option<&[u8]>) -> ApiResult<Option<String>> {
+    let ca = app.tls.as_ref().and_then(|t| t.ca.as_ref());
+    match (ca, tls_key) {
+        (Some(ca), Some(key)) => ca
+            .issue(device, key)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        _ => Ok(None),
+    }
+}
+
 fn device_id(id: &str) -> ApiResult<DeviceId> {
     DeviceId::new(id).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-pub async fn desired(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = device_id(&id)?;
+/// The request's device id, when the connection may act for it: with mutual TLS required, only a
+/// connection whose client certificate names that device (401 without one, 403 with another's).
+fn authorized(app: &App, peer: Option<&Peer>, id: &str) -> ApiResult<DeviceId> {
+    let id = device_id(id)?;
+    if app.settings.mtls == MutualTls::Off {
+        return Ok(id);
+    }
+    match peer.and_then(|p| p.device.as_ref()) {
+        Some(device) if *device == id => Ok(id),
+        Some(device) => {
+            tracing::warn!(%device, claimed = %id, "device API: certificate of another device");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("the client certificate is {device}'s, not {id}'s"),
+            ))
+        }
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this server requires the device's client certificate",
+        )),
+    }
+}
+
+type PeerInfo = Option<Extension<ConnectInfo<Peer>>>;
+
+pub async fn desired(
+    State(app): State<Arc<App>>,
+    peer: PeerInfo,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = authorized(&app, peer.as_ref().map(|p| &p.0.0), &id)?;
     let found = app.db(move |s| s.desired(&id)).await?;
     Ok(match found {
         Some(d) => (
@@ -126,10 +192,11 @@ pub async fn desired(State(app): State<Arc<App>>, Path(id): Path<String>) -> Api
 
 pub async fn message(
     State(app): State<Arc<App>>,
+    peer: PeerInfo,
     Path((id, topic)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let id = device_id(&id)?;
+    let id = authorized(&app, peer.as_ref().map(|p| &p.0.0), &id)?;
     let topic = match topic.as_str() {
         "report" => Topic::Report,
         "events" => Topic::Events,

@@ -80,6 +80,10 @@ struct Args {
     /// With TLS and the embedded broker: where devices connect with MQTTS.
     #[arg(long, env = "HALYARD_MQTTS", default_value = "127.0.0.1:8884")]
     mqtts: SocketAddr,
+    /// Mutual TLS (needs `--tls auto`): devices present the client certificate issued at enrollment
+    /// on MQTTS and on the device HTTP endpoints, and may act only for their own device id.
+    #[arg(long, env = "HALYARD_MTLS")]
+    mtls: bool,
     /// Print the admin token created on first start and exit.
     #[arg(long)]
     print_admin_token: bool,
@@ -114,6 +118,13 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     };
     s.tls = tls_settings(args)?;
     s.mqtts = Some(args.mqtts);
+    if args.mtls {
+        anyhow::ensure!(
+            args.tls == "auto",
+            "--mtls needs --tls auto (the fleet CA signs device certificates)"
+        );
+        s.mtls = halyard_server::mtls::MutualTls::Required;
+    }
     s.mosquitto = args.mosquitto_dir.clone().map(|dir| MosquittoSync {
         dir,
         pid_file: args.mosquitto_pid_file.clone(),
