@@ -10,6 +10,7 @@ use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
+use crate::client_cert::{self, ClientIdentity};
 use crate::config::MqttCredentials;
 use crate::durable::{self, FileError};
 use crate::faults::CrashPoints;
@@ -70,12 +71,20 @@ pub struct Enrollment {
     /// on (written to [`CA_FILE`] beside this record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_ca: Option<String>,
+    /// The TLS client certificate the fleet CA issued (PEM; also in `client.pem` beside the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
 }
 
 impl Enrollment {
     /// The CA file to trust for this server: the pinned one from enrollment, if the server gave one.
     pub fn ca_file(&self, dir: &Path) -> Option<PathBuf> {
         self.server_ca.as_ref().map(|_| dir.join(CA_FILE))
+    }
+
+    /// The client certificate and key to present (mutual TLS), if the server issued one.
+    pub fn client_identity(&self, dir: &Path) -> Option<ClientIdentity> {
+        self.client_cert.as_ref().map(|_| ClientIdentity::in_dir(dir))
     }
 
     /// The broker account the server issued, if any.
@@ -142,12 +151,18 @@ pub fn enroll(
     dir: &Path,
     crash: &dyn CrashPoints,
 ) -> Result<Enrollment, EnrollError> {
+    // A server reached over HTTPS may issue a client certificate: offer the device's TLS key.
+    let tls_key = match server_url.starts_with("https://") {
+        true => Some(base64::engine::general_purpose::STANDARD.encode(client_cert::ensure_key(dir, crash)?)),
+        false => None,
+    };
     let request = EnrollRequest {
         token: token.to_owned(),
         public_key: base64::engine::general_purpose::STANDARD.encode(identity.public_key()),
         product: facts.product.clone(),
         hardware_class: facts.hardware_class.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        tls_key,
     };
     let answer = api.enroll(&request)?;
     let invalid = |reason: String| EnrollError::Invalid {
@@ -176,7 +191,11 @@ pub fn enroll(
         mqtt_username: answer.mqtt_username,
         mqtt_password: answer.mqtt_password,
         server_ca: answer.server_ca,
+        client_cert: answer.client_cert,
     };
+    if let Some(pem) = &record.client_cert {
+        client_cert::store_cert(dir, pem, crash)?;
+    }
     if let Some(pem) = &record.server_ca {
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err(invalid("server_ca is not a PEM certificate".into()));

@@ -7,6 +7,7 @@
 //! - [`journal`]: atomic persistence of the state; [`durable`]: temp + fsync + rename + fsync dir.
 //! - [`identity`]: the device's Ed25519 key, its `DeviceId` and the persisted sequence counter.
 //! - [`enroll`]: enrollment with a one-time token; the stored server key and broker.
+//! - [`client_cert`]: the TLS client key made on the device and the certificate issued for it.
 //! - [`fetch`]: the [`fetch::Fetcher`] trait (byte ranges of an artifact) and its directory backend.
 //! - [`install`]: verify a downloaded bundle and stream its image into the inactive slot.
 //! - [`health`]: health checks (command, TCP, HTTP, systemd unit, server reachability) with timeouts.
@@ -20,6 +21,7 @@
 //!   ([`app::Link`]) and the Linux backends chosen from config.
 
 pub mod app;
+pub mod client_cert;
 pub mod clock;
 pub mod config;
 pub mod driver;

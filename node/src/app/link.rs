@@ -12,12 +12,16 @@ use halyard_protocol::{DeviceId, Report};
 
 use super::AppError;
 use super::fallback::Fallback;
+use crate::client_cert::ClientIdentity;
 use crate::clock::Clock;
 use crate::config::MqttSettings;
 use crate::driver::{Driver, Halt, Outgoing};
 use crate::identity::SeqCounter;
 use crate::transport::codec::{self, Inbox};
 use crate::transport::mqtt::{Inbound, Mqtt, PresenceSigner};
+
+/// What a link signs and verifies with: device id, its key, sequence counter, server key, clock.
+type LinkParts = (DeviceId, SigningKey, SeqCounter, VerifyingKey, Arc<dyn Clock>);
 
 /// The connection to the server, as the agent loop uses it.
 #[derive(Debug)]
@@ -45,6 +49,19 @@ impl Link {
         Self::connect_on(settings, device, key, seq, server_key, clock, None)
     }
 
+    /// As [`Link::connect`], presenting the client certificate `client` on `mqtts://` (mutual TLS).
+    pub fn connect_with_cert(
+        settings: &MqttSettings,
+        client: Option<&ClientIdentity>,
+        device: DeviceId,
+        key: SigningKey,
+        seq: SeqCounter,
+        server_key: VerifyingKey,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::start(settings, client, (device, key, seq, server_key, clock), None)
+    }
+
     /// As [`Link::connect`], with the connection task on the runtime `shared` when given (many
     /// simulated devices in one process share one runtime; see [`Mqtt::start_on`]).
     pub fn connect_on(
@@ -56,10 +73,20 @@ impl Link {
         clock: Arc<dyn Clock>,
         shared: Option<tokio::runtime::Handle>,
     ) -> Self {
+        Self::start(settings, None, (device, key, seq, server_key, clock), shared)
+    }
+
+    fn start(
+        settings: &MqttSettings,
+        client: Option<&ClientIdentity>,
+        (device, key, seq, server_key, clock): LinkParts,
+        shared: Option<tokio::runtime::Handle>,
+    ) -> Self {
         let inbox = Inbox::new(device.clone(), server_key);
         let seq = Arc::new(Mutex::new(seq));
         let signer = presence_signer(device.clone(), key.clone(), seq.clone(), clock.clone());
-        let mqtt = Mqtt::start_on(settings, device.as_str(), inbox.topic(), signer, shared);
+        let topic = inbox.topic();
+        let mqtt = Mqtt::start_with_cert(settings, client, device.as_str(), topic, signer, shared);
         Self {
             mqtt,
             inbox,

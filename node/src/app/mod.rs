@@ -121,9 +121,13 @@ fn run_agent(settings: &Settings, stop: &AtomicBool, interrupt: Arc<AtomicBool>)
     let mqtt = setup::mqtt_settings(settings, enrollment.as_ref())?;
     // From here on the server's own CA (if it handed one out) is the only one trusted.
     let http = setup::http_settings(settings, enrollment.as_ref());
-    let api = ServerApi::new(&settings.server_url, &http)?;
+    // With a client certificate from enrollment the agent presents it wherever a server asks.
+    let client = enrollment
+        .as_ref()
+        .and_then(|e| e.client_identity(&settings.data_dir));
+    let api = ServerApi::with_client_cert(&settings.server_url, &http, client.as_ref())?;
     if let Some(ca) = &mqtt.tls_ca {
-        crate::transport::mqtt::tls_config(ca)?;
+        crate::transport::mqtt::tls_config_with_cert(ca, client.as_ref())?;
     }
     let driver_settings = setup::driver_settings(settings, clock.now())?;
     let hardware = setup::linux_hardware(settings)?;
@@ -133,7 +137,8 @@ fn run_agent(settings: &Settings, stop: &AtomicBool, interrupt: Arc<AtomicBool>)
         Some(_) => settings.http.clone(),
         None => http,
     };
-    let fetcher = Box::new(Interruptible::new(HttpFetcher::new(&fetch_http)?, interrupt));
+    let fetcher = HttpFetcher::with_client_cert(&fetch_http, client.as_ref())?;
+    let fetcher = Box::new(Interruptible::new(fetcher, interrupt));
     let (mut driver, _) = Driver::start(
         driver_settings,
         hardware,
@@ -141,8 +146,9 @@ fn run_agent(settings: &Settings, stop: &AtomicBool, interrupt: Arc<AtomicBool>)
         clock.clone(),
         Arc::new(NoCrash),
     )?;
-    let mut link = Link::connect(
+    let mut link = Link::connect_with_cert(
         &mqtt,
+        client.as_ref(),
         identity.device_id().clone(),
         identity.signing_key(),
         seq,

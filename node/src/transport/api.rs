@@ -9,7 +9,8 @@ use std::io::Read;
 use halyard_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
 
-use super::http::{CaError, agent};
+use super::http::{CaError, agent_with_cert};
+use crate::client_cert::ClientIdentity;
 use crate::config::HttpSettings;
 
 /// Largest response body read (enrollment answers and desired envelopes are a few KiB).
@@ -82,6 +83,9 @@ pub struct EnrollRequest {
     pub hardware_class: String,
     /// Agent version.
     pub agent_version: String,
+    /// Base64 of the DER SubjectPublicKeyInfo of the device's TLS key (sent to HTTPS servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
 }
 
 /// `POST /v1/enroll` answer (200).
@@ -102,6 +106,9 @@ pub struct EnrollResponse {
     /// The fleet CA (PEM) of a server with its own CA: pinned for HTTPS and MQTTS from now on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_ca: Option<String>,
+    /// The client certificate (PEM) the fleet CA issued for `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,8 +126,18 @@ pub struct ServerApi {
 impl ServerApi {
     /// For `base` (`server.url`, no trailing slash), with the download settings' CA and timeouts.
     pub fn new(base: &str, http: &HttpSettings) -> Result<Self, CaError> {
+        Self::with_client_cert(base, http, None)
+    }
+
+    /// As [`ServerApi::new`], presenting `client` when the server asks for a client certificate.
+    pub fn with_client_cert(
+        base: &str,
+        http: &HttpSettings,
+        client: Option<&ClientIdentity>,
+    ) -> Result<Self, CaError> {
+        let (connect, read) = (http.connect_timeout, http.read_timeout);
         Ok(Self {
-            agent: agent(http.ca_file.as_deref(), http.connect_timeout, http.read_timeout)?,
+            agent: agent_with_cert(http.ca_file.as_deref(), client, connect, read)?,
             base: base.trim_end_matches('/').to_owned(),
         })
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use ureq::http::{Response, StatusCode};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use crate::client_cert::ClientIdentity;
 use crate::config::HttpSettings;
 use crate::fetch::{FetchError, Fetcher, Validator};
 
@@ -43,9 +44,18 @@ pub struct HttpFetcher {
 impl HttpFetcher {
     /// A fetcher with the given timeouts, size cap and trusted CA file.
     pub fn new(settings: &HttpSettings) -> Result<Self, CaError> {
+        Self::with_client_cert(settings, None)
+    }
+
+    /// As [`HttpFetcher::new`], presenting `client` to servers that ask for a client certificate.
+    pub fn with_client_cert(
+        settings: &HttpSettings,
+        client: Option<&ClientIdentity>,
+    ) -> Result<Self, CaError> {
         Ok(Self {
-            agent: agent(
+            agent: agent_with_cert(
                 settings.ca_file.as_deref(),
+                client,
                 settings.connect_timeout,
                 settings.read_timeout,
             )?,
@@ -179,16 +189,27 @@ pub fn agent(
     connect: std::time::Duration,
     read: std::time::Duration,
 ) -> Result<ureq::Agent, CaError> {
+    agent_with_cert(ca_file, None, connect, read)
+}
+
+/// As [`agent`], presenting `client` when a server asks for a client certificate (mutual TLS).
+pub fn agent_with_cert(
+    ca_file: Option<&std::path::Path>,
+    client: Option<&ClientIdentity>,
+    connect: std::time::Duration,
+    read: std::time::Duration,
+) -> Result<ureq::Agent, CaError> {
     let roots = match ca_file {
         Some(path) => RootCerts::Specific(Arc::new(read_certs(path)?)),
         None => RootCerts::WebPki,
     };
+    let client = client.map(ClientIdentity::for_ureq).transpose()?;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(connect))
         .timeout_recv_response(Some(read))
         .timeout_per_read(Some(read))
-        .tls_config(TlsConfig::builder().root_certs(roots).build())
+        .tls_config(TlsConfig::builder().root_certs(roots).client_cert(client).build())
         .build();
     Ok(config.into())
 }

@@ -26,6 +26,7 @@ use tokio::runtime::Handle;
 
 use super::codec::{Publication, backoff};
 use super::http::{CaError, read_certs};
+use crate::client_cert::ClientIdentity;
 use crate::config::MqttSettings;
 
 /// What the connection thread reports.
@@ -91,7 +92,19 @@ impl Mqtt {
         presence: PresenceSigner,
         shared: Option<Handle>,
     ) -> Self {
-        let (client, eventloop) = AsyncClient::new(options(settings, client_id), 64);
+        Self::start_with_cert(settings, None, client_id, subscribe, presence, shared)
+    }
+
+    /// As [`Mqtt::start_on`], presenting the client certificate `client` over `mqtts://` (mutual TLS).
+    pub fn start_with_cert(
+        settings: &MqttSettings,
+        client: Option<&ClientIdentity>,
+        client_id: &str,
+        subscribe: &str,
+        presence: PresenceSigner,
+        shared: Option<Handle>,
+    ) -> Self {
+        let (client, eventloop) = AsyncClient::new(options(settings, client, client_id), 64);
         let (tx, inbound) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -183,7 +196,7 @@ impl Mqtt {
     }
 }
 
-fn options(settings: &MqttSettings, client_id: &str) -> MqttOptions {
+fn options(settings: &MqttSettings, client: Option<&ClientIdentity>, client_id: &str) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, settings.host.clone(), settings.port);
     options
         .set_keep_alive(settings.keep_alive)
@@ -192,7 +205,7 @@ fn options(settings: &MqttSettings, client_id: &str) -> MqttOptions {
         options.set_credentials(c.username.clone(), c.password.clone());
     }
     if let Some(ca) = &settings.tls_ca {
-        match tls_config(ca) {
+        match tls_config_with_cert(ca, client) {
             Ok(config) => {
                 options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
             }
@@ -231,6 +244,14 @@ fn own_thread(worker: Worker, eventloop: EventLoop) -> Option<Handle> {
 /// certificates in `ca` (PEM), TLS 1.2 and 1.3, no client certificate (the device authenticates by
 /// signing every message).
 pub fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, CaError> {
+    tls_config_with_cert(ca, None)
+}
+
+/// As [`tls_config`], presenting `client` (the certificate issued at enrollment) when given.
+pub fn tls_config_with_cert(
+    ca: &std::path::Path,
+    client: Option<&ClientIdentity>,
+) -> Result<Arc<rustls::ClientConfig>, CaError> {
     let fail = |reason: String| CaError {
         path: ca.to_path_buf(),
         reason,
@@ -245,8 +266,16 @@ pub fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, CaE
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| fail(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(client) => {
+            let (chain, key) = client.for_rustls()?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| fail(format!("client certificate: {e}")))?
+        }
+        None => config.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 
