@@ -2,6 +2,10 @@
 //! subscribes to every device's `report`, `events` and `presence`, hands messages to the ingest worker
 //! in batches, and publishes retained `desired` envelopes. On every (re)connect it republishes all
 //! stored desired envelopes, so a restarted broker or server never loses an instruction.
+//!
+//! With `Settings::mqtt_shared_group` (external brokers) the replicas subscribe as one shared group
+//! (`$share/<group>/...`) and the broker hands each device message to one of them (see
+//! docs/security.md for what that costs: ordering across replicas, no retained replay).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +48,30 @@ pub fn parse_url(url: &str) -> Result<(String, u16), BrokerUrlError> {
 
 const MAX_PACKET: usize = 128 * 1024;
 
+/// The subscriptions for device messages: `report`, `events` and `presence` of every device, as the
+/// shared-subscription `group` when given (MQTT 5 `$share/<group>/<filter>`, which Mosquitto 2 and
+/// EMQX also accept from MQTT 3.1.1 clients).
+pub fn device_filters(group: Option<&str>) -> Vec<String> {
+    [Topic::Report, Topic::Events, Topic::Presence]
+        .into_iter()
+        .map(|t| match group {
+            Some(g) => format!("$share/{g}/{}", t.fleet_filter()),
+            None => t.fleet_filter(),
+        })
+        .collect()
+}
+
+/// A shared-subscription group name is one non-empty topic level without wildcards.
+pub fn check_group(group: &str) -> Result<(), BrokerUrlError> {
+    if group.is_empty() || group.contains(['/', '+', '#']) {
+        return Err(BrokerUrlError {
+            url: format!("$share/{group}/..."),
+            why: "a shared subscription group is one topic level without '/', '+' or '#'",
+        });
+    }
+    Ok(())
+}
+
 /// Starts the MQTT client tasks; they end when `shutdown` turns true.
 pub fn spawn(
     app: Arc<App>,
@@ -52,6 +80,14 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), BrokerUrlError> {
     let (host, port) = parse_url(url)?;
+    // Only an external broker: the embedded one serves a single server anyway.
+    let group = match &app.settings.broker {
+        crate::settings::BrokerSettings::External { .. } => app.settings.mqtt_shared_group.clone(),
+        crate::settings::BrokerSettings::Embedded { .. } => None,
+    };
+    if let Some(g) = &group {
+        check_group(g)?;
+    }
     // Unique per replica (process ids repeat across containers; two clients with one id evict each other).
     let mut opts = MqttOptions::new(format!("halyard-server-{}", app.leader.id()), host, port);
     opts.set_keep_alive(Duration::from_secs(30));
@@ -63,7 +99,8 @@ pub fn spawn(
     let (to_ingest, from_mqtt) = mpsc::channel(8192);
     tokio::spawn(publisher(app.clone(), client.clone(), outgoing, shutdown.clone()));
     tokio::spawn(ingest_worker(app.clone(), from_mqtt));
-    tokio::spawn(poll(app, client, eventloop, to_ingest, shutdown));
+    let filters = device_filters(group.as_deref());
+    tokio::spawn(poll(app, client, eventloop, to_ingest, shutdown, filters));
     Ok(())
 }
 
@@ -73,6 +110,7 @@ async fn poll(
     mut eventloop: EventLoop,
     to_ingest: mpsc::Sender<(DeviceId, Topic, Vec<u8>)>,
     mut shutdown: watch::Receiver<bool>,
+    filters: Vec<String>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -84,7 +122,7 @@ async fn poll(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(200);
                 tracing::info!("connected to the MQTT broker");
-                tokio::spawn(on_connect(app.clone(), client.clone()));
+                tokio::spawn(on_connect(app.clone(), client.clone(), filters.clone()));
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let Some((device, topic)) = Topic::parse(&p.topic) else {
@@ -111,9 +149,9 @@ async fn poll(
     let _ = client.disconnect().await;
 }
 
-async fn on_connect(app: Arc<App>, client: AsyncClient) {
-    for topic in [Topic::Report, Topic::Events, Topic::Presence] {
-        if let Err(e) = client.subscribe(topic.fleet_filter(), QoS::AtLeastOnce).await {
+async fn on_connect(app: Arc<App>, client: AsyncClient, filters: Vec<String>) {
+    for filter in filters {
+        if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
             tracing::error!(error = %e, "subscribing");
         }
     }
@@ -184,6 +222,28 @@ async fn ingest_worker(app: Arc<App>, mut rx: mpsc::Receiver<(DeviceId, Topic, V
                 Ok(()) | Err(ingest::IngestError::Replay { .. }) => {}
                 Err(e) => ingest::reject(&app, device, &e),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_group_prefixes_every_device_filter() {
+        assert_eq!(
+            device_filters(Some("halyard")),
+            [
+                "$share/halyard/halyard/v1/devices/+/report",
+                "$share/halyard/halyard/v1/devices/+/events",
+                "$share/halyard/halyard/v1/devices/+/presence",
+            ]
+        );
+        assert_eq!(device_filters(None)[0], "halyard/v1/devices/+/report");
+        assert!(check_group("halyard").is_ok());
+        for bad in ["", "a/b", "+", "#"] {
+            assert!(check_group(bad).is_err(), "{bad:?}");
         }
     }
 }

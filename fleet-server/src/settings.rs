@@ -91,6 +91,10 @@ pub struct Settings {
     pub tls: Option<crate::tls::TlsSettings>,
     /// With `tls` and the embedded broker: listen for MQTTS here (devices are told `mqtts://`).
     pub mqtts: Option<SocketAddr>,
+    /// With an external broker: subscribe to device topics as this shared-subscription group
+    /// (`$share/<group>/halyard/v1/devices/+/report`, ...), so the broker hands each message to one
+    /// replica of the group instead of every replica. `None`: every replica gets every message.
+    pub mqtt_shared_group: Option<String>,
     /// Mutual TLS: devices present the client certificate issued at enrollment (needs the server's
     /// own CA, `TlsSettings::SelfSigned`).
     pub mtls: crate::mtls::MutualTls,
@@ -121,6 +125,7 @@ impl Settings {
             tls: None,
             mqtts: None,
             mtls: crate::mtls::MutualTls::Off,
+            mqtt_shared_group: None,
             trust_root: None,
             tick: Duration::from_secs(1),
             max_bundle_bytes: 8 << 30,

@@ -80,6 +80,10 @@ struct Args {
     /// With TLS and the embedded broker: where devices connect with MQTTS.
     #[arg(long, env = "HALYARD_MQTTS", default_value = "127.0.0.1:8884")]
     mqtts: SocketAddr,
+    /// With `--broker`: subscribe to device messages as this shared-subscription group
+    /// (`$share/GROUP/...`), so the broker gives each message to one replica of the group.
+    #[arg(long, env = "HALYARD_MQTT_SHARED_GROUP")]
+    mqtt_shared_group: Option<String>,
     /// Mutual TLS (needs `--tls auto`): devices present the client certificate issued at enrollment
     /// on MQTTS and on the device HTTP endpoints, and may act only for their own device id.
     #[arg(long, env = "HALYARD_MTLS")]
@@ -118,6 +122,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     };
     s.tls = tls_settings(args)?;
     s.mqtts = Some(args.mqtts);
+    s.mqtt_shared_group = args.mqtt_shared_group.clone();
     if args.mtls {
         anyhow::ensure!(
             args.tls == "auto",
