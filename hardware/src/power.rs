@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::DeviceError;
 
 /// Something that can restart the machine.
-pub trait Power {
+pub trait Power: Send {
     /// Restart now. On real hardware this does not return on success.
     fn reboot(&mut self) -> Result<(), DeviceError>;
 }

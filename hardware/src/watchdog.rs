@@ -17,7 +17,7 @@ use crate::error::DeviceError;
 use crate::power::{FakePower, PowerEvent};
 
 /// A hardware (or fake) watchdog.
-pub trait Watchdog {
+pub trait Watchdog: Send {
     /// Restart the countdown.
     fn keepalive(&mut self) -> Result<(), DeviceError>;
     /// Set the timeout; returns the timeout the device actually uses.
@@ -128,7 +128,7 @@ impl Watchdog for LinuxWatchdog {
 }
 
 /// Monotonic time for fakes.
-pub trait Clock: std::fmt::Debug {
+pub trait Clock: std::fmt::Debug + Send {
     /// Time since an arbitrary origin.
     fn now(&self) -> Duration;
 }

@@ -79,7 +79,7 @@ pub struct Validator {
 }
 
 /// A source of artifact bytes.
-pub trait Fetcher: std::fmt::Debug {
+pub trait Fetcher: std::fmt::Debug + Send {
     /// Write bytes `range` of the artifact at `url` to `out`, all of them or an error.
     fn fetch_range(&mut self, url: &str, range: Range<u64>, out: &mut dyn Write) -> Result<(), FetchError>;
 

@@ -1,13 +1,20 @@
 //! Virtual time is deterministic: the same scenario with the same seed gives the same event log, byte
-//! for byte, and a different seed gives a different one.
+//! for byte, and a different seed gives a different one, on any number of threads.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;
 
 fn run(file: &Path, out: &Path, seed: Option<u64>) -> String {
+    run_on(file, out, seed, None)
+}
+
+fn run_on(file: &Path, out: &Path, seed: Option<u64>, threads: Option<&str>) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_halyard-sim"));
     cmd.arg("run").arg(file).arg("--out").arg(out);
+    if let Some(n) = threads {
+        cmd.env("HALYARD_SIM_THREADS", n);
+    }
     if let Some(s) = seed {
         cmd.arg("--seed").arg(s.to_string());
     }
@@ -29,4 +36,18 @@ fn same_seed_same_event_log_byte_for_byte() {
     assert!(a == b, "logs differ:\n--- a\n{a}\n--- b\n{b}");
     let c = run(&file, &dir.path().join("c"), Some(14));
     assert_ne!(a, c, "another seed should pick other canaries and timings");
+}
+
+/// Device steps of one instant run on several threads; the log must not depend on how many.
+#[test]
+fn the_event_log_does_not_depend_on_the_number_of_threads() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/power-cuts-at-5-percent.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let one = run_on(&file, &dir.path().join("one"), None, Some("1"));
+    let three = run_on(&file, &dir.path().join("three"), None, Some("3"));
+    assert!(one.contains("power cut"), "{one}");
+    assert!(
+        one == three,
+        "logs differ:\n--- 1 thread\n{one}\n--- 3 threads\n{three}"
+    );
 }

@@ -23,7 +23,7 @@ use crate::error::BlockError;
 ///
 /// Writes may sit in a cache until [`BlockDevice::flush`] returns; only flushed data is guaranteed to
 /// survive a power cut.
-pub trait BlockDevice: fmt::Debug {
+pub trait BlockDevice: fmt::Debug + Send {
     /// Backend name for errors and logs.
     fn backend(&self) -> &'static str;
     /// Path (or a descriptive name) of the device.

@@ -38,7 +38,7 @@ pub struct SlotState {
 }
 
 /// The whole bootloader contract, as the running system sees it.
-pub trait BootControl {
+pub trait BootControl: Send {
     /// Backend name for logs.
     fn backend(&self) -> &'static str;
     /// The slot the system is running from.
@@ -62,7 +62,7 @@ pub trait SimulatedBoot {
 }
 
 /// A place where bootloader variables live.
-pub trait EnvStore: fmt::Debug {
+pub trait EnvStore: fmt::Debug + Send {
     /// Backend name: `grubenv`, `ubootenv`, `file`.
     fn backend(&self) -> &'static str;
     /// Path of the environment (file or device).

@@ -8,6 +8,7 @@
 //! - [`link`]: one device's network conditions and the artifact fetcher behind them.
 //! - [`device`]: a device (real agent driver over `hardware` fakes).
 //! - [`server`]: the server core driven by the loop, its operator API on loopback.
+//! - `steps`: the device steps of one instant, run on every core.
 //! - [`world`]: the event loop and the broker's retained state; `inject`: faults; [`log`]: the event log.
 //! - [`scenario`]: a scenario file run in virtual time.
 
@@ -18,6 +19,7 @@ pub mod link;
 pub mod log;
 pub mod scenario;
 pub mod server;
+mod steps;
 pub mod world;
 
 /// A 64-bit mix of a seed and a counter (SplitMix64's finalizer): the simulator's only randomness.

@@ -4,15 +4,16 @@
 //! device's retained `desired`, delivers when the device is connected, and holds device reports while
 //! the server is down (as a real broker retains them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use halyard_protocol::Topic;
 
 use super::clock::VirtualTime;
-use super::device::{Downtime, Step, VDevice};
+use super::device::{Downtime, VDevice};
 use super::log::EventLog;
 use super::server::{VServer, VServerError};
+use super::steps::{self, Done, Job};
 use crate::faults::FaultSpec;
 
 /// Something that happens at an instant.
@@ -77,6 +78,8 @@ pub struct World {
     seen_decisions: HashMap<String, usize>,
     timing: Timing,
     pub(super) seed: u64,
+    /// Threads the device steps of one instant run on.
+    threads: usize,
     pub log: EventLog,
     pub stats: Stats,
 }
@@ -105,6 +108,7 @@ impl World {
             seen_decisions: HashMap::new(),
             timing,
             seed,
+            threads: steps::threads(),
             log: EventLog::default(),
             stats: Stats::default(),
         }
@@ -199,26 +203,38 @@ impl World {
     fn instant(&mut self, t: i64, batch: Vec<Ev>) -> Result<(), VServerError> {
         let mut inbound = Vec::new();
         let mut engine = false;
+        let mut group = Group::default();
         for ev in batch {
             match ev {
-                Ev::Boot(i) => self.on_device(i, t, Act::Boot),
+                Ev::Boot(i) => self.prepare(&mut group, i, t, Act::Boot),
                 Ev::Tick(i) => {
+                    self.flush_if_in(&mut group, i, t);
                     self.tick_at[i] = None;
-                    self.on_device(i, t, Act::Tick);
+                    self.prepare(&mut group, i, t, Act::Tick);
                 }
-                Ev::Desired(i) => self.on_device(i, t, Act::Desired),
-                Ev::Reconnect(i) => self.on_device(i, t, Act::Reconnect),
-                Ev::ToServer(i, topic, payload) => self.uplink(i, topic, payload, &mut inbound),
-                Ev::Will(i, topic, payload) => self.broker_hands_over(i, topic, payload, &mut inbound),
+                Ev::Desired(i) => self.prepare(&mut group, i, t, Act::Desired),
+                Ev::Reconnect(i) => self.prepare(&mut group, i, t, Act::Reconnect),
+                Ev::ToServer(i, topic, payload) => {
+                    self.flush_if_in(&mut group, i, t);
+                    self.uplink(i, topic, payload, &mut inbound);
+                }
+                Ev::Will(i, topic, payload) => {
+                    self.flush_if_in(&mut group, i, t);
+                    self.broker_hands_over(i, topic, payload, &mut inbound);
+                }
                 Ev::Engine => {
                     if self.engine_at == Some(t) {
                         self.engine_at = None;
                     }
                     engine = true;
                 }
-                Ev::Fault(k, starts) => self.apply_fault(k, starts, t)?,
+                Ev::Fault(k, starts) => {
+                    self.flush(&mut group, t);
+                    self.apply_fault(k, starts, t)?;
+                }
             }
         }
+        self.flush(&mut group, t);
         if !inbound.is_empty()
             && let Some(server) = &self.server
         {
@@ -242,12 +258,31 @@ enum Act {
     Reconnect,
 }
 
+/// Device steps of one instant waiting to run together: at most one per device, so they touch
+/// disjoint state and may run on several threads.
+#[derive(Debug, Default)]
+struct Group {
+    jobs: Vec<(usize, Job)>,
+    acts: Vec<Act>,
+    members: HashSet<usize>,
+}
+
 impl World {
     pub(super) fn connected(&self, i: usize) -> bool {
         self.broker_up && self.devices[i].link.is_up() && self.devices[i].is_up()
     }
 
-    fn on_device(&mut self, i: usize, t: i64, act: Act) {
+    /// Runs the group first when device `i` is in it (its next event must see that step's result).
+    fn flush_if_in(&mut self, group: &mut Group, i: usize, t: i64) {
+        if group.members.contains(&i) {
+            self.flush(group, t);
+        }
+    }
+
+    /// The world's half of a device event before the device acts: defer it while the device is busy,
+    /// drop it when it does not apply, else queue the device's step in `group`.
+    fn prepare(&mut self, group: &mut Group, i: usize, t: i64, act: Act) {
+        self.flush_if_in(group, i, t);
         if t < self.busy_until[i] {
             let ev = match act {
                 Act::Boot => Ev::Boot(i),
@@ -257,21 +292,18 @@ impl World {
             };
             return self.at(self.busy_until[i], ev);
         }
-        let down = self.timing.down;
-        let step = match act {
+        let job = match act {
             Act::Boot => {
                 // A new process: whatever the old client kept unsent is gone.
                 self.pending[i].clear();
-                let mut step = self.devices[i].boot(down);
-                self.connect(i, &mut step);
-                step
+                Job::Boot
             }
-            Act::Tick if self.devices[i].is_up() => self.devices[i].tick(down),
+            Act::Tick if self.devices[i].is_up() => Job::Tick,
             Act::Desired if self.connected(i) => match self.retained[i].clone() {
-                Some(payload) => {
-                    let topic = Topic::Desired.for_device(&self.devices[i].id);
-                    self.devices[i].deliver(&topic, &payload, down)
-                }
+                Some(payload) => Job::Deliver {
+                    topic: Topic::Desired.for_device(&self.devices[i].id),
+                    payload,
+                },
                 None => return,
             },
             Act::Reconnect if self.connected(i) => {
@@ -279,25 +311,32 @@ impl World {
                     let at = self.send_time(i, t);
                     self.at(at, Ev::ToServer(i, topic, payload));
                 }
-                let mut step = self.devices[i].announce();
-                self.connect(i, &mut step);
-                if self.retained[i].is_some() {
-                    self.at(t + step.spent + self.timing.latency, Ev::Desired(i));
-                }
-                step
+                Job::Announce
             }
             _ => return,
         };
-        self.stats.device_steps += 1;
-        self.after_step(i, t, step, act == Act::Boot);
+        group.members.insert(i);
+        group.jobs.push((i, job));
+        group.acts.push(act);
     }
 
-    /// A connection opens: presence online goes first.
-    fn connect(&mut self, i: usize, step: &mut Step) {
-        if self.connected(i)
-            && let Some(p) = self.devices[i].presence(true)
-        {
-            step.out.insert(0, p);
+    /// Runs the queued device steps, then applies their results in the order the events came.
+    fn flush(&mut self, group: &mut Group, t: i64) {
+        if group.jobs.is_empty() {
+            return;
+        }
+        group.members.clear();
+        let jobs = std::mem::take(&mut group.jobs);
+        let acts = std::mem::take(&mut group.acts);
+        let indices: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
+        let (threads, up, down) = (self.threads, self.broker_up, self.timing.down);
+        let results = steps::run_all(jobs, &mut self.devices, threads, up, down);
+        for ((i, act), done) in indices.into_iter().zip(acts).zip(results) {
+            self.stats.device_steps += 1;
+            if act == Act::Reconnect && self.retained[i].is_some() {
+                self.at(t + done.step.spent + self.timing.latency, Ev::Desired(i));
+            }
+            self.after_step(i, t, done, act == Act::Boot);
         }
     }
 
@@ -308,7 +347,8 @@ impl World {
         }
     }
 
-    fn after_step(&mut self, i: usize, t: i64, mut step: Step, booted: bool) {
+    fn after_step(&mut self, i: usize, t: i64, done: Done, booted: bool) {
+        let Done { step, will } = done;
         let end = t + step.spent;
         self.busy_until[i] = end;
         let name = self.devices[i].name.clone();
@@ -317,14 +357,8 @@ impl World {
             self.log
                 .line(self.since(end), "device", &name, &format!("{from} -> {to}{why}"));
         }
-        let path_up = self.broker_up && self.devices[i].link.is_up();
-        if let Some(why) = step.down_for.and(step.down_why) {
-            if why == "reboot" && path_up {
-                // A clean shutdown: the agent says goodbye itself.
-                step.out.extend(self.devices[i].presence(false));
-            } else if path_up && why != "image hangs; watchdog reset" {
-                self.will(i, end);
-            }
+        if let Some(p) = will {
+            self.at(end + 45, Ev::Will(i, p.topic, p.payload));
         }
         for p in step.out {
             let at = self.send_time(i, end);
