@@ -45,8 +45,8 @@ fn embedded_broker_checks_the_issued_credentials() {
     let dir = tmp.path().join("device");
     let (identity, record) = support::enroll_device(&bg, &dir, &bg.started.enroll_token);
     let (user, password) = (
-        record.mqtt_username.clone().unwrap(),
-        record.mqtt_password.clone().unwrap(),
+        record.answer.mqtt_username.clone().unwrap(),
+        record.answer.mqtt_password.clone().unwrap(),
     );
 
     assert!(logs_in(port, Some((&user, &password))), "the issued credentials");

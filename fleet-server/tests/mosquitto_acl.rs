@@ -203,10 +203,10 @@ fn mosquitto_confines_each_device_to_its_own_topics() {
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
     let (a_identity, a) = enroll_device(&bg, &a_dir, &bg.started.enroll_token);
     let (_, b) = enroll_device(&bg, &b_dir, &enroll_token(&bg));
-    let (a_id, b_id) = (a.device_id.clone(), b.device_id.clone());
-    let a_pass = a.mqtt_password.clone().expect("a password at enrollment");
-    let b_pass = b.mqtt_password.clone().expect("a password at enrollment");
-    assert_eq!(a.mqtt_username.as_deref(), Some(a_id.as_str()));
+    let (a_id, b_id) = (a.answer.device_id.clone(), b.answer.device_id.clone());
+    let a_pass = a.answer.mqtt_password.clone().expect("a password at enrollment");
+    let b_pass = b.answer.mqtt_password.clone().expect("a password at enrollment");
+    assert_eq!(a.answer.mqtt_username.as_deref(), Some(a_id.as_str()));
     let passwords = std::fs::read_to_string(files.join("password_file")).unwrap();
     assert!(
         !passwords.contains(&a_pass),
@@ -303,3 +303,4 @@ fn mosquitto_confines_each_device_to_its_own_topics() {
     // ingests the signed presence through Mosquitto.
     support::agent_goes_online(&bg, port, &a_dir, &a_identity, &a);
 }
+

@@ -79,8 +79,8 @@ fn agent_with_its_certificate_enrolls_and_reports_over_https_and_mqtts() {
     let mqtt = Mqtt::start_with_cert(
         &mqtts_settings(&record, &dir),
         Some(&client),
-        &record.device_id,
-        &format!("halyard/v1/devices/{}/desired", record.device_id),
+        &record.answer.device_id,
+        &format!("halyard/v1/devices/{}/desired", record.answer.device_id),
         Box::new(|| None),
         None,
     );
@@ -102,7 +102,7 @@ fn agent_with_its_certificate_enrolls_and_reports_over_https_and_mqtts() {
     let start = Instant::now();
     loop {
         let device = admin
-            .get(&format!("/api/v1/devices/{}", record.device_id))
+            .get(&format!("/api/v1/devices/{}", record.answer.device_id))
             .unwrap();
         if !device["device"]["report"].is_null() {
             break;
@@ -134,7 +134,7 @@ fn connections_without_a_fleet_certificate_are_refused() {
     let dir = tmp.path().join("device");
     let (identity, record) = enroll(&bg, &ca, &dir).unwrap();
     let addr = mqtts_addr(&record);
-    let connect = connect_packet(&record.device_id, Some(&record.device_id));
+    let connect = connect_packet(&record.answer.device_id, Some(&record.answer.device_id));
 
     // MQTTS: no certificate, or one from another CA for the same device id: no MQTT at all.
     let none = tls_exchange(&ca, None, &addr, &connect);
@@ -143,7 +143,7 @@ fn connections_without_a_fleet_certificate_are_refused() {
         none.as_ref().is_err_and(|e| e.contains("CertificateRequired")),
         "{none:?}"
     );
-    let foreign = foreign_identity(&tmp.path().join("foreign"), &record.device_id);
+    let foreign = foreign_identity(&tmp.path().join("foreign"), &record.answer.device_id);
     let other = tls_exchange(&ca, Some(&foreign), &addr, &connect);
     eprintln!("MQTTS with another CA's certificate: {other:?}");
     assert!(
@@ -195,7 +195,10 @@ fn a_device_certificate_cannot_act_for_another_device() {
 
     // MQTTS: A's certificate with B's client id or username: CONNACK "not authorized", then closed.
     let addr = mqtts_addr(&record_a);
-    let (a, b) = (record_a.device_id.as_str(), record_b.device_id.as_str());
+    let (a, b) = (
+        record_a.answer.device_id.as_str(),
+        record_b.answer.device_id.as_str(),
+    );
     for connect in [
         connect_packet(b, Some(b)),
         connect_packet(a, Some(b)),
@@ -216,12 +219,15 @@ fn without_mtls_certificates_are_issued_but_not_required() {
     let ca = ca_of(&server_dir);
     let dir = tmp.path().join("device");
     let (identity, record) = enroll(&bg, &ca, &dir).unwrap();
-    assert!(record.client_cert.is_some(), "issued, ready for --mtls later");
+    assert!(
+        record.answer.client_cert.is_some(),
+        "issued, ready for --mtls later"
+    );
     assert_eq!(
         device_api(&bg, &ca, None).desired(identity.device_id()).unwrap(),
         None
     );
-    let connect = connect_packet(&record.device_id, None);
+    let connect = connect_packet(&record.answer.device_id, None);
     let got = tls_exchange(&ca, None, &mqtts_addr(&record), &connect).unwrap();
     assert_eq!(got.get(..4), Some(&[0x20, 0x02, 0x00, 0x00][..]));
 }

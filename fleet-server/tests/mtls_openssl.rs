@@ -62,9 +62,12 @@ fn openssl_verifies_the_device_certificate_and_handshakes_with_it() {
         ])
         .arg(&client.cert));
     assert!(ok, "{text}");
-    assert!(text.contains(&format!("CN = {}", record.device_id)), "{text}");
     assert!(
-        text.contains(&format!("URI:urn:halyard:device:{}", record.device_id)),
+        text.contains(&format!("CN = {}", record.answer.device_id)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("URI:urn:halyard:device:{}", record.answer.device_id)),
         "{text}"
     );
     assert!(text.contains("TLS Web Client Authentication"), "{text}");
@@ -76,7 +79,7 @@ fn openssl_verifies_the_device_certificate_and_handshakes_with_it() {
         "the agent's key reads as P-256 PKCS#8: {text}"
     );
     // A certificate from another CA does not verify against the fleet CA.
-    let foreign = foreign_identity(&tmp.path().join("foreign"), &record.device_id);
+    let foreign = foreign_identity(&tmp.path().join("foreign"), &record.answer.device_id);
     let (ok, text) = run(Command::new("openssl")
         .arg("verify")
         .arg("-CAfile")
@@ -113,7 +116,7 @@ fn openssl_verifies_the_device_certificate_and_handshakes_with_it() {
     // curl (OpenSSL) on the device API.
     let desired = |id: &str| format!("{}/v1/devices/{id}/desired", bg.url());
     let files = Some((client.cert.as_path(), client.key.as_path()));
-    assert_eq!(curl_status(&desired(&record.device_id), &ca, files), "204");
-    assert_eq!(curl_status(&desired(&record.device_id), &ca, None), "401");
-    assert_eq!(curl_status(&desired(&other.device_id), &ca, files), "403");
+    assert_eq!(curl_status(&desired(&record.answer.device_id), &ca, files), "204");
+    assert_eq!(curl_status(&desired(&record.answer.device_id), &ca, None), "401");
+    assert_eq!(curl_status(&desired(&other.answer.device_id), &ca, files), "403");
 }

@@ -163,7 +163,12 @@ fn run(group: Option<&str>) -> (u64, u64) {
 
     // The device's own MQTT transport; it gets in once the reload carries its password.
     let settings = support::mqtt_settings("127.0.0.1", port, None, &record);
-    let mqtt = Mqtt::start(&settings, &record.device_id, "unused/topic", Box::new(|| None));
+    let mqtt = Mqtt::start(
+        &settings,
+        &record.answer.device_id,
+        "unused/topic",
+        Box::new(|| None),
+    );
     let start = Instant::now();
     while mqtt.recv(Duration::from_millis(50)) != Some(Inbound::Connected) {
         assert!(start.elapsed() < TIMEOUT, "the device never connected");

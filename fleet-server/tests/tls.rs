@@ -43,6 +43,7 @@ fn enroll_over_https(bg: &Background, ca: &Path, dir: &Path) -> Result<(Identity
 
 fn mqtts_settings(record: &Enrollment, dir: &Path) -> MqttSettings {
     let rest = record
+        .answer
         .broker
         .strip_prefix("mqtts://")
         .expect("an mqtts:// broker");
@@ -97,9 +98,13 @@ fn agent_enrolls_and_reports_over_https_and_mqtts_with_the_fleet_ca() {
     let device_dir = tmp.path().join("device");
 
     let (identity, record) = enroll_over_https(&bg, &ca, &device_dir).unwrap();
-    assert!(record.broker.starts_with("mqtts://"), "{}", record.broker);
+    assert!(
+        record.answer.broker.starts_with("mqtts://"),
+        "{}",
+        record.answer.broker
+    );
     assert_eq!(
-        record.server_ca.as_deref(),
+        record.answer.server_ca.as_deref(),
         Some(std::fs::read_to_string(&ca).unwrap().as_str()),
         "the device is handed the fleet CA"
     );
@@ -109,8 +114,8 @@ fn agent_enrolls_and_reports_over_https_and_mqtts_with_the_fleet_ca() {
     // MQTTS with the pinned CA and the enrollment credentials; a signed report reaches the server.
     let mqtt = Mqtt::start(
         &mqtts_settings(&record, &device_dir),
-        &record.device_id,
-        &format!("halyard/v1/devices/{}/desired", record.device_id),
+        &record.answer.device_id,
+        &format!("halyard/v1/devices/{}/desired", record.answer.device_id),
         Box::new(|| None),
     );
     let start = Instant::now();
@@ -126,9 +131,12 @@ fn agent_enrolls_and_reports_over_https_and_mqtts_with_the_fleet_ca() {
     .unwrap();
     mqtt.publish(publication).unwrap();
     let admin = halyard_server::ctl::Client::with_ca(&bg.url(), Some(bg.admin_token.clone()), &ca).unwrap();
-    let device = support::wait_for_device(&admin, &record.device_id, "the report never arrived", |device| {
-        !device["report"].is_null()
-    });
+    let device = support::wait_for_device(
+        &admin,
+        &record.answer.device_id,
+        "the report never arrived",
+        |device| !device["report"].is_null(),
+    );
     assert_eq!(device["device"]["report"]["slot_a"]["version"], "1.0.0");
     mqtt.shutdown();
 
@@ -152,7 +160,11 @@ fn agent_enrolls_and_reports_over_https_and_mqtts_with_the_fleet_ca() {
         &tmp.path().join("device3"),
     )
     .unwrap();
-    let addr = other_record.broker.trim_start_matches("mqtts://").to_owned();
+    let addr = other_record
+        .answer
+        .broker
+        .trim_start_matches("mqtts://")
+        .to_owned();
     let err = handshake_error(&pinned, &addr).expect("the handshake must fail");
     eprintln!("MQTTS with another CA: {err}");
     assert!(

@@ -15,7 +15,7 @@ use crate::config::MqttCredentials;
 use crate::durable::{self, FileError};
 use crate::faults::CrashPoints;
 use crate::identity::Identity;
-use crate::transport::api::{ApiError, EnrollRequest, ServerApi};
+use crate::transport::api::{ApiError, EnrollRequest, EnrollResponse, ServerApi};
 
 /// The enrollment record's file name in the data directory.
 pub const RECORD_FILE: &str = "enrollment.json";
@@ -50,54 +50,45 @@ impl EnrollError {
     }
 }
 
-/// What the server handed out at enrollment, as stored.
+/// What the server handed out at enrollment, as stored (mode 0600, like the identity key beside it:
+/// it holds the MQTT password). The answer's fields stand at the top level of `enrollment.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
-    /// The device id (equal to the identity's).
-    pub device_id: String,
-    /// The server's Ed25519 public key, SPKI PEM.
-    pub server_key: String,
-    /// The broker the server named (`mqtt://host:port` or `mqtts://host:port`).
-    pub broker: String,
+    /// The server's answer, checked: its device id is this device's, its key parses, its broker is
+    /// `mqtt(s)://`; its `server_ca` (if any) is the only authority trusted for this server from now
+    /// on (written to [`CA_FILE`] beside the record), its `client_cert` (if any) is also in
+    /// `client.pem` beside the device's TLS key.
+    #[serde(flatten)]
+    pub answer: EnrollResponse,
     /// The server URL enrolled with.
     pub server_url: String,
-    /// MQTT username and password the server issued (older servers issue none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mqtt_username: Option<String>,
-    /// See `mqtt_username`; this file is mode 0600 like the identity key beside it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mqtt_password: Option<String>,
-    /// The fleet CA the server handed out (PEM): the only authority trusted for this server from now
-    /// on (written to [`CA_FILE`] beside this record).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_ca: Option<String>,
-    /// The TLS client certificate the fleet CA issued (PEM; also in `client.pem` beside the key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_cert: Option<String>,
 }
 
 impl Enrollment {
     /// The CA file to trust for this server: the pinned one from enrollment, if the server gave one.
     pub fn ca_file(&self, dir: &Path) -> Option<PathBuf> {
-        self.server_ca.as_ref().map(|_| dir.join(CA_FILE))
+        self.answer.server_ca.as_ref().map(|_| dir.join(CA_FILE))
     }
 
     /// The client certificate and key to present (mutual TLS), if the server issued one.
     pub fn client_identity(&self, dir: &Path) -> Option<ClientIdentity> {
-        self.client_cert.as_ref().map(|_| ClientIdentity::in_dir(dir))
+        self.answer
+            .client_cert
+            .as_ref()
+            .map(|_| ClientIdentity::in_dir(dir))
     }
 
     /// The broker account the server issued, if any.
     pub fn credentials(&self) -> Option<MqttCredentials> {
         Some(MqttCredentials {
-            username: self.mqtt_username.clone()?,
-            password: self.mqtt_password.clone()?,
+            username: self.answer.mqtt_username.clone()?,
+            password: self.answer.mqtt_password.clone()?,
         })
     }
 
     /// The server key.
     pub fn verifying_key(&self) -> Result<VerifyingKey, EnrollError> {
-        parse_key(&self.server_key).map_err(|reason| EnrollError::Invalid {
+        parse_key(&self.answer.server_key).map_err(|reason| EnrollError::Invalid {
             what: "server key".into(),
             reason,
         })
@@ -183,28 +174,22 @@ pub fn enroll(
             answer.broker
         )));
     }
-    let record = Enrollment {
-        device_id: answer.device_id,
-        server_key: answer.server_key,
-        broker: answer.broker,
-        server_url: server_url.to_owned(),
-        mqtt_username: answer.mqtt_username,
-        mqtt_password: answer.mqtt_password,
-        server_ca: answer.server_ca,
-        client_cert: answer.client_cert,
-    };
-    if let Some(pem) = &record.client_cert {
+    if let Some(pem) = &answer.client_cert {
         client_cert::store_cert(dir, pem, crash)?;
     }
-    if let Some(pem) = &record.server_ca {
+    if let Some(pem) = &answer.server_ca {
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err(invalid("server_ca is not a PEM certificate".into()));
         }
         durable::write_atomic(&dir.join(CA_FILE), pem.as_bytes(), 0o644, crash)?;
     }
+    let record = Enrollment {
+        answer,
+        server_url: server_url.to_owned(),
+    };
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| invalid(e.to_string()))?;
     durable::write_atomic(&record_path(dir), &bytes, 0o600, crash)?;
-    tracing::info!(device = %record.device_id, broker = %record.broker, "enrolled");
+    tracing::info!(device = %record.answer.device_id, broker = %record.answer.broker, "enrolled");
     Ok(record)
 }
 

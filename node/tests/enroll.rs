@@ -65,10 +65,15 @@ fn enrolls_once_stores_the_answer_and_trusts_the_enrolled_server_key() {
         .decode(body["public_key"].as_str().unwrap())
         .unwrap();
     assert_eq!(key, identity.public_key());
-    let record: Enrollment =
-        serde_json::from_slice(&std::fs::read(b.data().join(RECORD_FILE)).unwrap()).unwrap();
-    assert_eq!(record.device_id, device.as_str());
-    assert_eq!(record.server_key, enrolled_pem);
+    let stored = std::fs::read(b.data().join(RECORD_FILE)).unwrap();
+    let record: Enrollment = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(record.answer.device_id, device.as_str());
+    assert_eq!(record.answer.server_key, enrolled_pem);
+    // The record's format: the answer's fields and `server_url`, all at the top level.
+    let flat: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(flat["device_id"], device.as_str());
+    assert_eq!(flat["server_key"], enrolled_pem.as_str());
+    assert!(flat["server_url"].is_string(), "{flat}");
 
     let mut again = b.spawn(&b.log_path("second.log"));
     again.wait_log("agent running", WAIT);

@@ -84,6 +84,7 @@ pub fn device_api(bg: &Background, ca: &Path, client: Option<&ClientIdentity>) -
 /// `host:port` of an `mqtts://` broker URL.
 pub fn mqtts_addr(record: &Enrollment) -> String {
     record
+        .answer
         .broker
         .strip_prefix("mqtts://")
         .expect("an mqtts:// broker")

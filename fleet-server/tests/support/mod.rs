@@ -118,7 +118,7 @@ pub fn agent_goes_online(bg: &Background, port: u16, dir: &Path, identity: &Iden
     );
     wait_for_device(
         &admin(bg),
-        &record.device_id,
+        &record.answer.device_id,
         "the server never saw the agent online",
         |device| device["online"] == serde_json::Value::Bool(true),
     );

@@ -176,7 +176,10 @@ pub fn status(settings: &Settings) -> Result<String, AppError> {
         None => "empty".to_owned(),
     };
     let enrolled = match crate::enroll::load(&settings.data_dir)? {
-        Some(e) => format!("{} at {}, broker {}", e.device_id, e.server_url, e.broker),
+        Some(e) => format!(
+            "{} at {}, broker {}",
+            e.answer.device_id, e.server_url, e.answer.broker
+        ),
         None => "no (server key from the config)".to_owned(),
     };
     Ok(format!(

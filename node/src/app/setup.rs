@@ -209,7 +209,7 @@ pub fn mqtt_settings(settings: &Settings, enrollment: Option<&Enrollment>) -> Re
         .into());
     };
     let ca = pinned.or_else(|| settings.http.ca_file.clone());
-    let broker = parse_broker(&enrollment.broker, ca.as_deref())?;
+    let broker = parse_broker(&enrollment.answer.broker, ca.as_deref())?;
     (mqtt.host, mqtt.port, mqtt.tls_ca) = (broker.host, broker.port, broker.tls_ca);
     Ok(mqtt)
 }
