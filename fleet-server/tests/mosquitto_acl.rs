@@ -10,6 +10,8 @@
 //! - the agent's MQTT link logs in with its enrollment credentials and the server ingests its
 //!   presence through Mosquitto.
 //!
+//! `halyardctl broker mosquitto-config` writes the same files for a Mosquitto the operator runs.
+//!
 //! "Nothing arrived" is shown without timed waits: Mosquitto delivers one publisher's messages to a
 //! subscriber in order, so once a later marker message arrives, an earlier one would have too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -304,3 +306,57 @@ fn mosquitto_confines_each_device_to_its_own_topics() {
     support::agent_goes_online(&bg, port, &a_dir, &a_identity, &a);
 }
 
+/// `halyardctl broker mosquitto-config` writes the same files for a Mosquitto the operator runs:
+/// durably, the password file readable by its group only; a file it cannot write is a local-file
+/// error (exit code 2) naming the file.
+#[test]
+fn halyardctl_writes_the_mosquitto_files() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let bg = Background::start(Settings::new(
+        tmp.path().join("data"),
+        BrokerSettings::Embedded {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+    ))
+    .unwrap();
+    let run = |out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_halyardctl"))
+            .args(["broker", "mosquitto-config", "--out"])
+            .arg(out)
+            .env("HALYARD_SERVER", bg.url())
+            .env("HALYARD_TOKEN", &bg.admin_token)
+            .output()
+            .unwrap()
+    };
+    let out = tmp.path().join("mosquitto");
+    let done = run(&out);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["acl_file", "mosquitto.conf", "password_file"],
+        "no temporary files left"
+    );
+    let mode = std::fs::metadata(out.join("password_file"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o007, 0, "password_file is not world-readable: {mode:o}");
+    let conf = std::fs::read_to_string(out.join("mosquitto.conf")).unwrap();
+    assert!(
+        conf.contains(&out.join("acl_file").display().to_string()),
+        "{conf}"
+    );
+
+    let blocked = tmp.path().join("blocked");
+    std::fs::create_dir_all(blocked.join("acl_file")).unwrap();
+    let refused = run(&blocked);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("acl_file"), "{stderr}");
+}

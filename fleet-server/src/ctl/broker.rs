@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{CtlError, Ctx, decode, print};
 use crate::broker_auth::{TlsListener, mosquitto_conf};
+use crate::secrets::{SecretError, write_with_mode};
 
 /// `broker` subcommands.
 #[derive(Debug, Subcommand)]
@@ -81,22 +82,13 @@ pub fn run(ctx: &Ctx, cmd: BrokerCmd) -> Result<(), CtlError> {
     ))
 }
 
+/// Writes `text` durably with `mode`, the way the server writes its own files.
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), CtlError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file_err = |source| CtlError::File {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(file_err)?;
-    f.write_all(text.as_bytes()).map_err(file_err)?;
-    f.sync_all().map_err(file_err)?;
-    std::fs::rename(&tmp, path).map_err(file_err)
+    write_with_mode(path, text.as_bytes(), mode).map_err(|e| match e {
+        SecretError::Io { source, .. } => CtlError::File {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => CtlError::Usage(other.to_string()),
+    })
 }

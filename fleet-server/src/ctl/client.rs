@@ -54,8 +54,8 @@ pub enum CtlError {
     /// A server answer did not decode into the contract's type.
     #[error("unexpected {what} from the server: {why}")]
     Decode { what: String, why: String },
-    /// A local file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// A local file could not be read or written.
+    #[error("local file {path}: {source}")]
     File {
         path: PathBuf,
         #[source]
