@@ -210,14 +210,7 @@ fn failures_within_budget_do_not_stop_the_rollout() {
 #[test]
 fn revert_cancels_devices_that_have_not_switched_slots() {
     let mut f = fleet(Breach::Revert, |_| Behave::Good);
-    let first = f.step();
-    let ids: Vec<String> = first
-        .iter()
-        .filter_map(|a| match a {
-            Action::Install { device, .. } => Some(device.clone()),
-            _ => None,
-        })
-        .collect();
+    let ids = installed(&f.step());
     assert!(ids.len() >= 4);
     react(f.dev(&ids[0]), NEW, Behave::Unhealthy);
     f.dev(&ids[1]).phase = Phase::Downloading;
@@ -300,14 +293,7 @@ fn a_failure_reported_before_the_install_was_issued_is_not_counted() {
 #[test]
 fn a_cancelled_device_that_switched_anyway_is_reverted() {
     let mut f = fleet(Breach::Revert, |_| Behave::Good);
-    let first = f.step();
-    let ids: Vec<String> = first
-        .iter()
-        .filter_map(|a| match a {
-            Action::Install { device, .. } => Some(device.clone()),
-            _ => None,
-        })
-        .collect();
+    let ids = installed(&f.step());
     assert!(ids.len() >= 2);
     react(f.dev(&ids[0]), NEW, Behave::Unhealthy);
     // Still downloading when the breach is decided: it is cancelled (`Stay`)...

@@ -84,13 +84,7 @@ fn advance_needs_commit_health_and_soak() {
 fn soak_counts_from_the_last_commit() {
     let mut f = fleet();
     let first = f.step();
-    let ids: Vec<String> = first
-        .iter()
-        .filter_map(|a| match a {
-            Action::Install { device, .. } => Some(device.clone()),
-            _ => None,
-        })
-        .collect();
+    let ids = installed(&first);
     f.apply(&first);
     // The last canary commits 30 minutes late.
     let late = ids[0].clone();

@@ -216,19 +216,25 @@ impl Fleet {
             .unwrap_or_else(|| (self.behave)(d))
     }
 
+    /// Every device told to install so far.
     pub fn installs(&self) -> Vec<String> {
-        self.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Install { device, .. } => Some(device.clone()),
-                _ => None,
-            })
-            .collect()
+        installed(&self.actions)
     }
 
     pub fn wave_of(&self, id: &str) -> usize {
         self.state.devices[id].wave_index
     }
+}
+
+/// The devices `actions` tell to install, in order.
+pub fn installed(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Install { device, .. } => Some(device.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 pub fn react(d: &mut DeviceView, version: &str, b: Behave) {
