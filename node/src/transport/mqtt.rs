@@ -19,8 +19,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ClientError, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
+    QoS, Request, TlsConfiguration, Transport, valid_topic,
 };
 use tokio::runtime::Handle;
 
@@ -145,27 +145,26 @@ impl Mqtt {
     /// Queue a QoS 1 publication (sent once connected); waits while the queue is full.
     pub fn publish(&self, p: Publication) -> Result<(), PublishError> {
         tracing::debug!(topic = %p.topic, retain = p.retain, bytes = p.payload.len(), "publish");
-        let (topic, retain) = (p.topic, p.retain);
         let queued = match self
             .client
-            .try_publish(topic.clone(), QoS::AtLeastOnce, retain, p.payload.clone())
+            .try_publish(p.topic, QoS::AtLeastOnce, p.retain, p.payload)
         {
-            // The queue is full (a long outage): wait for room, as a blocking client would.
-            Err(rumqttc::ClientError::TryRequest(_)) if self.handle.is_some() => match &self.handle {
-                Some(handle) => {
-                    handle.block_on(
-                        self.client
-                            .publish(topic.clone(), QoS::AtLeastOnce, retain, p.payload),
-                    )
+            // The queue is full (a long outage): take the request back and wait for room, as a
+            // blocking client would. (An invalid topic comes back the same way: not retried.)
+            Err(ClientError::TryRequest(Request::Publish(back))) if valid_topic(&back.topic) => {
+                match &self.handle {
+                    Some(handle) => handle.block_on(self.client.publish_bytes(
+                        back.topic,
+                        QoS::AtLeastOnce,
+                        back.retain,
+                        back.payload,
+                    )),
+                    None => Err(ClientError::TryRequest(Request::Publish(back))),
                 }
-                None => Ok(()),
-            },
+            }
             other => other,
         };
-        queued.map_err(|e| PublishError {
-            topic,
-            reason: e.to_string(),
-        })
+        queued.map_err(publish_error)
     }
 
     /// The next arrival within `timeout`; `None` on timeout or when the thread has gone.
@@ -219,6 +218,16 @@ fn options(settings: &MqttSettings, client: Option<&ClientIdentity>, client_id: 
 /// Runs the connection task on a thread with its own current-thread runtime; returns that
 /// runtime's handle (`None` when the runtime or the thread could not be made: logged, and the
 /// connection then never comes up, which the agent treats as a broker outage).
+/// The error for a publication the client handed back (it carries the topic).
+fn publish_error(e: ClientError) -> PublishError {
+    let reason = e.to_string();
+    let topic = match e {
+        ClientError::Request(Request::Publish(p)) | ClientError::TryRequest(Request::Publish(p)) => p.topic,
+        ClientError::Request(_) | ClientError::TryRequest(_) => String::new(),
+    };
+    PublishError { topic, reason }
+}
+
 fn own_thread(worker: Worker, eventloop: EventLoop) -> Option<Handle> {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
