@@ -12,9 +12,21 @@ pub struct ServerStats {
     pub rejected: u64,
     /// Replays refused by sequence number.
     pub duplicates: u64,
-    /// Ingest latency (arrival → committed), upper bound of the histogram bucket holding the quantile.
+    /// Ingest latency (arrival → committed), upper bound of the histogram bucket holding the quantile;
+    /// infinite (and left out of the JSON) when it lies above the top finite bucket, see
+    /// `ingest_p50_above_ms`.
+    #[serde(skip_serializing_if = "is_infinite")]
     pub ingest_p50_ms: f64,
+    /// As `ingest_p50_ms`, for the 99th percentile.
+    #[serde(skip_serializing_if = "is_infinite")]
     pub ingest_p99_ms: f64,
+    /// Set when the quantile lies above the histogram's top finite bucket: that bucket's bound, all the
+    /// histogram can say (the quantile is larger).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_p50_above_ms: Option<f64>,
+    /// As `ingest_p50_above_ms`, for the 99th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_p99_above_ms: Option<f64>,
     /// Seconds from the first enrollment until every device reported.
     pub enroll_seconds: f64,
     /// Seconds from the first rollout's start until the last one ended.
@@ -47,8 +59,8 @@ impl ServerStats {
                 }
             }
         }
-        s.ingest_p50_ms = quantile(&buckets, 0.50) * 1000.0;
-        s.ingest_p99_ms = quantile(&buckets, 0.99) * 1000.0;
+        (s.ingest_p50_ms, s.ingest_p50_above_ms) = quantile_ms(&buckets, 0.50);
+        (s.ingest_p99_ms, s.ingest_p99_above_ms) = quantile_ms(&buckets, 0.99);
         s
     }
 
@@ -59,6 +71,25 @@ impl ServerStats {
         self.ingest_per_sec = self.ingested as f64 / wall.as_secs_f64().max(1e-9);
         self
     }
+}
+
+fn is_infinite(x: &f64) -> bool {
+    x.is_infinite()
+}
+
+/// The quantile `q` in milliseconds (see [`quantile`]) and, when that is infinite, the top finite
+/// bucket's bound that it exceeds.
+fn quantile_ms(buckets: &[(f64, u64)], q: f64) -> (f64, Option<f64>) {
+    let at_most = quantile(buckets, q) * 1000.0;
+    let above = at_most.is_infinite().then(|| {
+        let top = buckets
+            .iter()
+            .map(|b| b.0)
+            .filter(|le| le.is_finite())
+            .fold(0.0, f64::max);
+        top * 1000.0
+    });
+    (at_most, above)
 }
 
 /// The upper bound of the first cumulative bucket holding at least `q` of all observations.
@@ -101,6 +132,20 @@ mod tests {
             Duration::from_secs(4),
         );
         assert_eq!(s.ingest_per_sec, 50.0);
+    }
+
+    #[test]
+    fn a_quantile_above_the_top_bucket_says_so_in_the_json() {
+        let page = PAGE.replace("{le=\"1\"} 199", "{le=\"1\"} 150");
+        let s = ServerStats::parse(&page);
+        assert_eq!((s.ingest_p50_ms, s.ingest_p50_above_ms), (10.0, None));
+        assert!(s.ingest_p99_ms.is_infinite());
+        assert_eq!(s.ingest_p99_above_ms, Some(1000.0));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["ingest_p50_ms"], 10.0);
+        assert_eq!(json["ingest_p99_above_ms"], 1000.0);
+        assert!(json.get("ingest_p99_ms").is_none(), "{json}");
+        assert!(json.get("ingest_p50_above_ms").is_none(), "{json}");
     }
 
     #[test]
