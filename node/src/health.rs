@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where systemd says it is running (`sd_booted`).
@@ -64,7 +65,44 @@ pub enum Check {
         /// The marker.
         path: PathBuf,
     },
+    /// A check the program embedding the agent supplies (not in the configuration file).
+    Probe(Probe),
 }
+
+/// A named check function from the program that embeds the agent as a library (the simulator's
+/// images that start slowly); the agent runs it like any other check.
+#[derive(Clone)]
+pub struct Probe {
+    name: String,
+    run: Arc<dyn Fn() -> Verdict + Send + Sync>,
+}
+
+impl Probe {
+    /// A probe called `name` whose verdict `run` gives.
+    pub fn new(name: impl Into<String>, run: impl Fn() -> Verdict + Send + Sync + 'static) -> Self {
+        Self {
+            name: name.into(),
+            run: Arc::new(run),
+        }
+    }
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Probes are equal when they are the same function under the same name.
+impl PartialEq for Probe {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.run, &other.run)
+    }
+}
+
+impl Eq for Probe {}
 
 /// How the `server` check reaches the fleet server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +161,7 @@ impl Check {
                 ..
             } => format!("server:http {url}"),
             Self::File { path } => format!("file:{}", path.display()),
+            Self::Probe(p) => format!("probe:{}", p.name),
         }
     }
 
@@ -158,6 +197,7 @@ impl Check {
                 Ok(false) => Verdict::Fail("missing".to_owned()),
                 Err(e) => Verdict::Fail(e.to_string()),
             },
+            Self::Probe(p) => (p.run)(),
         };
         let name = self.name();
         tracing::debug!(check = %name, ?verdict, "health check");

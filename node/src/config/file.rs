@@ -95,6 +95,8 @@ pub(super) struct Poll {
 pub(super) struct Health {
     pub stability_window_secs: u64,
     pub interval_secs: u64,
+    #[serde(default)]
+    pub startup_grace_secs: u64,
     pub checks: Vec<Check>,
 }
 

@@ -241,6 +241,7 @@ fn health(h: file::Health, probes: &Probes) -> Result<HealthSettings, ConfigErro
         checks,
         stability_window: Duration::from_secs(h.stability_window_secs),
         interval: secs("health.interval_secs", h.interval_secs)?,
+        startup_grace: Duration::from_secs(h.startup_grace_secs),
     })
 }
 

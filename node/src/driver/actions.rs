@@ -225,17 +225,28 @@ impl Driver {
     }
 
     /// Run the checks for the stability window, petting the watchdog; the verdict as an event.
+    /// Within the start-up grace, rounds may fail until the first one passes; after that, or once
+    /// the grace is over, the first failure is the verdict.
     fn trial(&mut self) -> Result<Event, DriverError> {
         let start = self.clock.now();
         let window = self.settings.health.stability_window.as_secs();
+        let grace = self.settings.health.startup_grace.as_secs();
+        let mut passing_since: Option<u64> = None;
         loop {
             self.hw.watchdog.keepalive()?;
-            if let Some(reason) = health::first_failure(&self.settings.health.checks) {
-                return Ok(Event::HealthFailed { reason });
-            }
+            let failure = health::first_failure(&self.settings.health.checks);
             let now = self.clock.now();
-            if now.saturating_sub(start) >= window {
-                return Ok(Event::HealthPassed);
+            match failure {
+                Some(reason) if passing_since.is_some() || now.saturating_sub(start) >= grace => {
+                    return Ok(Event::HealthFailed { reason });
+                }
+                Some(reason) => tracing::info!(%reason, "health check failed within the start-up grace"),
+                None => {
+                    let since = *passing_since.get_or_insert(now);
+                    if now.saturating_sub(since) >= window {
+                        return Ok(Event::HealthPassed);
+                    }
+                }
             }
             if let State::Trial { deadline, .. } = self.record.state
                 && now >= deadline

@@ -67,6 +67,10 @@ pub struct HealthSettings {
     pub stability_window: Duration,
     /// Time between rounds.
     pub interval: Duration,
+    /// A new image may fail its checks this long after its trial starts while its services come
+    /// up; the stability window starts at the first round that passes. Zero: the first failure
+    /// rolls back.
+    pub startup_grace: Duration,
 }
 
 /// What the driver needs to know about the device and its trust.

@@ -187,6 +187,8 @@ pub struct Device {
     pub clock: ManualClock,
     pub factory: Image,
     pub checks: Vec<Check>,
+    /// The health settings' start-up grace (zero unless a test sets it).
+    pub startup_grace: Duration,
 }
 
 impl Device {
@@ -223,6 +225,7 @@ impl Device {
                 args: vec![],
                 timeout: Duration::from_secs(5),
             }],
+            startup_grace: Duration::ZERO,
         };
         if env_kind == EnvKind::UBootRedundant {
             let vars = [("bootcmd", "run halyard")].into_iter().collect();
@@ -272,6 +275,7 @@ impl Device {
                 checks: self.checks.clone(),
                 stability_window: Duration::from_secs(60),
                 interval: Duration::from_secs(10),
+                startup_grace: self.startup_grace,
             },
             chunk: 16 * 1024,
             fetch_attempts: 3,
