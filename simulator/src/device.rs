@@ -45,6 +45,8 @@ pub enum Behavior {
     Unhealthy,
     /// Never comes up (kernel panic, hang): the bootloader falls back when tries run out.
     NoBoot,
+    /// Boots; its health checks pass only this many seconds after the agent starts (virtual time).
+    SlowStart(u64),
 }
 
 /// Everything needed to build a device.
@@ -182,6 +184,7 @@ impl SimDevice {
                 }],
                 stability_window: self.spec.stability_window,
                 interval: self.spec.health_interval,
+                startup_grace: Duration::ZERO,
             },
             chunk: 64 * 1024,
             fetch_attempts: 5,

@@ -89,6 +89,8 @@ pub struct Tunables {
     pub sample: Span,
     /// The run stops at this virtual time even if rollouts are still going (10d).
     pub limit: Span,
+    /// The agents' start-up grace: health checks may fail this long into a trial (0s).
+    pub startup_grace: Span,
 }
 
 impl Default for Tunables {
@@ -103,6 +105,7 @@ impl Default for Tunables {
             latency: Span(1),
             sample: Span(600),
             limit: Span(10 * 86_400),
+            startup_grace: Span(0),
         }
     }
 }
@@ -142,6 +145,10 @@ pub struct ReleaseSpec {
     pub crash_rate: BTreeMap<String, u8>,
     /// The signed bundle expires this long after the run's start (virtual time).
     pub expires_after: Option<Span>,
+    /// Per class: after boot, the image's services need this long before its health checks pass
+    /// (virtual time). The agent's `startup_grace` decides whether that is a rollback.
+    #[serde(default)]
+    pub slow_start: BTreeMap<String, Span>,
 }
 
 fn one() -> u64 {
@@ -248,6 +255,9 @@ impl Scenario {
                 )));
             }
         }
+        if self.clock == ClockMode::Real && self.releases.iter().any(|r| !r.slow_start.is_empty()) {
+            return Err(bad("`slow_start` needs `clock = \"virtual\"`".to_owned()));
+        }
         for e in &self.expect {
             crate::expect::Expect::parse(e).map_err(|err| bad(err.to_string()))?;
         }
@@ -264,9 +274,13 @@ impl Scenario {
         self.releases
             .iter()
             .filter_map(|r| {
-                r.behavior
-                    .get(hw)
-                    .map(|b| (r.version.clone(), Behavior::from(*b)))
+                let named = r.behavior.get(hw).map(|b| Behavior::from(*b));
+                let slow = r.slow_start.get(hw).map(|s| Behavior::SlowStart(s.0));
+                match (named, slow) {
+                    (None | Some(Behavior::Good), Some(slow)) => Some(slow),
+                    (named, _) => named,
+                }
+                .map(|b| (r.version.clone(), b))
             })
             .collect()
     }

@@ -17,7 +17,7 @@ use halyard_hardware::power::FakePower;
 use halyard_hardware::watchdog::FakeWatchdog;
 use halyard_node::driver::{Driver, Halt, Hardware, HealthSettings, Outgoing, Settings};
 use halyard_node::fsm::{Image, Policy};
-use halyard_node::health::Check;
+use halyard_node::health::{Check, Probe, Verdict};
 use halyard_node::identity::{Identity, SeqCounter};
 use halyard_node::transport::codec::{self, Inbox, Publication};
 use halyard_ota::limits::Limits;
@@ -41,6 +41,8 @@ pub struct Shared {
     pub missing_marker: PathBuf,
     pub stability_window: Duration,
     pub health_interval: Duration,
+    /// The agents' start-up grace for health checks.
+    pub startup_grace: Duration,
 }
 
 /// A device failed outside the agent's own error handling (set-up).
@@ -211,6 +213,10 @@ impl VDevice {
             reason: e,
         };
         let image = &self.shared.factory_image;
+        let mut checks = vec![Check::File { path: marker.clone() }];
+        if let Behavior::SlowStart(secs) = behavior {
+            checks.push(self.slow_start(secs));
+        }
         Ok(Settings {
             data_dir: self.data_dir.clone(),
             product: PRODUCT
@@ -221,9 +227,10 @@ impl VDevice {
             limits: Limits::DEFAULT,
             policy: Policy::default(),
             health: HealthSettings {
-                checks: vec![Check::File { path: marker.clone() }],
+                checks,
                 stability_window: self.shared.stability_window,
                 interval: self.shared.health_interval,
+                startup_grace: self.shared.startup_grace,
             },
             chunk: 256 * 1024,
             fetch_attempts: 3,
@@ -233,6 +240,19 @@ impl VDevice {
                 sha256: Sha256::of(image),
             },
         })
+    }
+
+    /// A service that answers `secs` after the agent starts (as the device's clock counts).
+    fn slow_start(&self, secs: u64) -> Check {
+        let clock = self.clock.clone();
+        let ready_at = halyard_node::clock::Clock::now(&clock) + secs;
+        Check::Probe(Probe::new("service", move || {
+            let now = halyard_node::clock::Clock::now(&clock);
+            match ready_at.checked_sub(now) {
+                Some(left) if left > 0 => Verdict::Fail(format!("starting, ready in {left} s")),
+                _ => Verdict::Pass,
+            }
+        }))
     }
 
     fn hardware(&self) -> Hardware {

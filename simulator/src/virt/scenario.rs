@@ -227,6 +227,7 @@ fn shared(s: &Scenario, fleet: &Fleet, server: &VServer, work: &Path) -> Result<
         missing_marker: work.join("not-ready"),
         stability_window: std::time::Duration::from_secs(s.tunables.stability_window.0),
         health_interval: std::time::Duration::from_secs(s.tunables.health_interval.0.max(1)),
+        startup_grace: std::time::Duration::from_secs(s.tunables.startup_grace.0),
     }))
 }
 
