@@ -8,6 +8,8 @@ use halyard_server::model::*;
 use halyard_server::store::sqlite::SqliteStore;
 use halyard_server::store::{EnrollOutcome, Ingest, IngestItem, StepCommit, Store, StoreError};
 
+#[path = "store_conformance/events.rs"]
+mod events;
 #[cfg(feature = "postgres")]
 #[path = "store_conformance/postgres.rs"]
 mod postgres;
@@ -20,6 +22,10 @@ const CHECKS: &[Check] = &[
     ("enrollment_is_one_time", enrollment_is_one_time),
     ("ingest_refuses_replays", ingest_refuses_replays),
     ("ingest_batch_isolates_failures", ingest_batch_isolates_failures),
+    ("out_of_order_events_are_kept", events::out_of_order_events_are_kept),
+    ("duplicate_events_are_refused", events::duplicate_events_are_refused),
+    ("events_older_than_the_window_are_refused", events::events_older_than_the_window_are_refused),
+    ("reports_and_presence_stay_newest_wins", events::reports_and_presence_stay_newest_wins),
     ("sites_round_trip", sites_round_trip),
     ("releases_and_quarantine", releases_and_quarantine),
     ("commit_step_is_atomic", commit_step_is_atomic),

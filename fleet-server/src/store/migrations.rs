@@ -43,4 +43,12 @@ pub const SQLITE: &[&str] = &[
     CREATE TABLE broker_credentials (device TEXT PRIMARY KEY, hash TEXT NOT NULL,
         updated_at INTEGER NOT NULL);
     "#,
+    // 3: events are history kept by (device, seq), not behind a high-water mark, so late (reordered)
+    // events are stored and a replayed one hits the unique index. The old guard kept seqs unique
+    // already; the DELETE only makes sure the index can be built.
+    r#"
+    DELETE FROM events WHERE id NOT IN (SELECT MIN(id) FROM events GROUP BY device, seq);
+    DROP INDEX events_device;
+    CREATE UNIQUE INDEX events_device_seq ON events (device, seq);
+    "#,
 ];

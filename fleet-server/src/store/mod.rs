@@ -5,7 +5,7 @@
 //!
 //! Every method is one transaction. Operations that must be atomic for crash safety are single methods:
 //! [`Store::enroll`] (consume token + create device), [`Store::commit_step`] (rollout state + decisions
-//! + desired envelopes + quarantines), [`Store::ingest`] (device state + its sequence number).
+//! + desired envelopes + quarantines), [`Store::ingest`] (device state or event + its sequence number).
 //!
 //! Several server replicas may share one PostgreSQL database. The rollout engine then runs on the
 //! holder of the engine lease ([`Store::engine_lease`], see `crate::leader`), and every step carries a
@@ -42,6 +42,17 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How far below a device's highest event sequence number a late event is still accepted (if its
+/// seq is not stored yet). Older ones are refused, so a replay cannot outlive the window however long
+/// events are kept; device sequence numbers are shared by all kinds, so this counts every message
+/// the device signed since, not only events.
+pub const EVENT_WINDOW: u64 = 1024;
+
+/// Whether a late event `seq` is outside the [`EVENT_WINDOW`] below the device's `highest` event seq.
+pub(crate) fn event_too_old(seq: i64, highest: i64) -> bool {
+    seq.saturating_add(EVENT_WINDOW as i64) <= highest
+}
 
 /// Why an enrollment was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,14 +127,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok((all.len() as u64, all.iter().filter(|d| d.online).count() as u64))
     }
     fn set_device_labels(&self, id: &DeviceId, site: Option<&str>, tags: &[String]) -> StoreResult<()>;
-    /// Stores a verified message and its sequence number; returns false when `seq` is not above the
-    /// last stored one for (device, kind) (a replay; nothing is changed).
+    /// Stores a verified message and its sequence number; returns false for a replay (nothing is
+    /// changed). `report` and `presence` are newest-wins: refused unless `seq` is above the last stored
+    /// one for (device, kind). `event`s are history, kept by (device, seq): refused when that seq is
+    /// stored already or is [`EVENT_WINDOW`] or more below the highest event seq, so events that
+    /// arrive out of order (a round-robin shared subscription) are all kept.
     fn ingest(&self, id: &DeviceId, kind: Kind, seq: u64, msg: &Ingest, now: i64) -> StoreResult<bool>;
     /// [`Store::ingest`] for many messages in one transaction (the MQTT path batches under load); one
     /// result per message, `Err` only when the whole batch failed.
     fn ingest_batch(&self, batch: &[IngestItem], now: i64) -> StoreResult<Vec<Result<bool, StoreError>>>;
-    /// The last accepted sequence numbers, to restore the replay guard on start.
+    /// The highest accepted sequence numbers per (device, kind).
     fn sequences(&self) -> StoreResult<Vec<(DeviceId, Kind, u64)>>;
+    /// The device's newest `limit` events (by seq), oldest first.
     fn device_events(&self, id: &DeviceId, limit: u32) -> StoreResult<Vec<DeviceEvent>>;
 
     // sites

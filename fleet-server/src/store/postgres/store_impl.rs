@@ -186,7 +186,7 @@ impl Store for PgStore {
     fn device_events(&self, id: &DeviceId, limit: u32) -> StoreResult<Vec<DeviceEvent>> {
         self.all(
             "SELECT device, seq, at, rollout, from_state, to_state, reason FROM
-               (SELECT * FROM events WHERE device = $1 ORDER BY id DESC LIMIT $2) e ORDER BY id",
+               (SELECT * FROM events WHERE device = $1 ORDER BY seq DESC LIMIT $2) e ORDER BY seq",
             &[&id.as_str(), &i64::from(limit)],
             rows::event,
         )

@@ -7,7 +7,7 @@ use postgres::Transaction;
 use super::TxResult;
 use super::rows::{self, col, i64_of, kind_str, to_json};
 use crate::leader::{self, Lease};
-use crate::model::{DesiredRecord, Device, NewDevice, Quarantine};
+use crate::model::{DesiredRecord, Device, DeviceEvent, NewDevice, Quarantine};
 use crate::store::{EnrollOutcome, Ingest, StepCommit, StoreError};
 
 /// The one lease row of the rollout engine.
@@ -77,9 +77,10 @@ fn same_or_conflict(dev: Device, new: &NewDevice) -> EnrollOutcome {
     }
 }
 
-/// Stores one verified message if its sequence number is fresh. The replay guard is one conditional
-/// upsert: it locks the (device, kind) row, so of two replicas ingesting the same message exactly
-/// one sees a changed row.
+/// Stores one verified message unless it is a replay (see [`crate::store::Store::ingest`]).
+/// `report` and `presence`: the replay guard is one conditional upsert that locks the (device, kind)
+/// row, so of two replicas ingesting the same message exactly one sees a changed row. `event`: the
+/// unique (device, seq) index decides (a concurrent insert of the same event waits, then does nothing).
 pub(super) fn ingest(
     tx: &mut Transaction<'_>,
     id: &DeviceId,
@@ -89,15 +90,57 @@ pub(super) fn ingest(
     now: i64,
 ) -> TxResult<bool> {
     let seq = i64_of(seq, "sequence")?;
-    let dev = id.as_str();
-    let fresh = tx.execute(
-        "INSERT INTO sequences (device, kind, seq) VALUES ($1, $2, $3)
-         ON CONFLICT (device, kind) DO UPDATE SET seq = excluded.seq WHERE sequences.seq < excluded.seq",
-        &[&dev, &kind_str(kind), &seq],
-    )?;
-    if fresh == 0 {
+    let fresh = match msg {
+        Ingest::Event(ev) => insert_event(tx, id, seq, ev)?,
+        _ => raise_seq(tx, id, kind, seq)?,
+    };
+    if !fresh {
         return Ok(false);
     }
+    update_device(tx, id, msg, now)?;
+    Ok(true)
+}
+
+/// Raises the (device, kind) high-water mark to `seq`; false when it is there or above already.
+fn raise_seq(tx: &mut Transaction<'_>, id: &DeviceId, kind: Kind, seq: i64) -> TxResult<bool> {
+    let raised = tx.execute(
+        "INSERT INTO sequences (device, kind, seq) VALUES ($1, $2, $3)
+         ON CONFLICT (device, kind) DO UPDATE SET seq = excluded.seq WHERE sequences.seq < excluded.seq",
+        &[&id.as_str(), &kind_str(kind), &seq],
+    )?;
+    Ok(raised == 1)
+}
+
+/// Keeps the event unless its seq is stored already or too far below the highest event seq, and
+/// raises that highest one.
+fn insert_event(tx: &mut Transaction<'_>, id: &DeviceId, seq: i64, ev: &DeviceEvent) -> TxResult<bool> {
+    let dev = id.as_str();
+    let kind = kind_str(Kind::Event);
+    let highest = tx.query_opt(
+        "SELECT seq FROM sequences WHERE device = $1 AND kind = $2",
+        &[&dev, &kind],
+    )?;
+    if let Some(row) = highest
+        && crate::store::event_too_old(seq, col(&row, 0)?)
+    {
+        return Ok(false);
+    }
+    let inserted = tx.execute(
+        "INSERT INTO events (device, seq, at, rollout, from_state, to_state, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (device, seq) DO NOTHING",
+        &[&dev, &seq, &ev.at, &ev.rollout, &ev.from, &ev.to, &ev.reason],
+    )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    raise_seq(tx, id, Kind::Event, seq)?;
+    Ok(true)
+}
+
+/// The device row's part of an accepted message; `NotFound` for an unknown device (the caller's
+/// transaction or savepoint then rolls the message back).
+fn update_device(tx: &mut Transaction<'_>, id: &DeviceId, msg: &Ingest, now: i64) -> TxResult<()> {
+    let dev = id.as_str();
     let changed = match msg {
         Ingest::Report(report) => tx.execute(
             "UPDATE devices SET report = $2, last_seen = GREATEST(last_seen, $3), online = TRUE WHERE id = $1",
@@ -107,10 +150,9 @@ pub(super) fn ingest(
             "UPDATE devices SET online = $2, last_seen = GREATEST(last_seen, $3) WHERE id = $1",
             &[&dev, online, &now],
         )?,
-        Ingest::Event(ev) => tx.execute(
-            "INSERT INTO events (device, seq, at, rollout, from_state, to_state, reason)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[&dev, &seq, &ev.at, &ev.rollout, &ev.from, &ev.to, &ev.reason],
+        Ingest::Event(_) => tx.execute(
+            "UPDATE devices SET last_seen = GREATEST(last_seen, $2) WHERE id = $1",
+            &[&dev, &now],
         )?,
     };
     if changed == 0 {
@@ -120,13 +162,7 @@ pub(super) fn ingest(
         }
         .into());
     }
-    if matches!(msg, Ingest::Event(_)) {
-        tx.execute(
-            "UPDATE devices SET last_seen = GREATEST(last_seen, $2) WHERE id = $1",
-            &[&dev, &now],
-        )?;
-    }
-    Ok(true)
+    Ok(())
 }
 
 pub(super) fn put_desired(tx: &mut Transaction<'_>, d: &DesiredRecord) -> TxResult<()> {

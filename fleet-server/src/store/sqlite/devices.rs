@@ -202,7 +202,8 @@ pub(super) fn find_device(conn: &Connection, id: &DeviceId) -> StoreResult<Optio
     .transpose()
 }
 
-/// Stores one verified message if its sequence number is fresh, inside the caller's transaction.
+/// Stores one verified message unless it is a replay (see [`crate::store::Store::ingest`]), inside
+/// the caller's transaction.
 pub(super) fn ingest(
     conn: &Connection,
     id: &DeviceId,
@@ -211,6 +212,7 @@ pub(super) fn ingest(
     msg: &Ingest,
     now: i64,
 ) -> StoreResult<bool> {
+    let seq = i64::try_from(seq).map_err(|_| StoreError::Backend(format!("sequence {seq} out of range")))?;
     let last: Option<i64> = conn
         .query_row(
             "SELECT seq FROM sequences WHERE device = ?1 AND kind = ?2",
@@ -219,16 +221,41 @@ pub(super) fn ingest(
         )
         .optional()
         .map_err(db)?;
-    let seq = i64::try_from(seq).map_err(|_| StoreError::Backend(format!("sequence {seq} out of range")))?;
-    if last.is_some_and(|l| seq <= l) {
+    let fresh = match msg {
+        Ingest::Event(ev) => insert_event(conn, id, seq, last, ev)?,
+        _ => !last.is_some_and(|l| seq <= l),
+    };
+    if !fresh {
         return Ok(false);
     }
     conn.execute(
         "INSERT INTO sequences (device, kind, seq) VALUES (?1, ?2, ?3)
-         ON CONFLICT (device, kind) DO UPDATE SET seq = excluded.seq",
+         ON CONFLICT (device, kind) DO UPDATE SET seq = MAX(seq, excluded.seq)",
         params![id.as_str(), kind_str(kind), seq],
     )
     .map_err(db)?;
+    update_device(conn, id, msg, now)?;
+    Ok(true)
+}
+
+/// Keeps the event unless its seq is stored already or too far below the highest (`last`).
+fn insert_event(conn: &Connection, id: &DeviceId, seq: i64, last: Option<i64>, ev: &DeviceEvent) -> StoreResult<bool> {
+    if last.is_some_and(|l| crate::store::event_too_old(seq, l)) {
+        return Ok(false);
+    }
+    let inserted = conn
+        .execute(
+            "INSERT INTO events (device, seq, at, rollout, from_state, to_state, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (device, seq) DO NOTHING",
+            params![id.as_str(), seq, ev.at, ev.rollout, ev.from, ev.to, ev.reason],
+        )
+        .map_err(db)?;
+    Ok(inserted == 1)
+}
+
+/// The device row's part of an accepted message; `NotFound` for an unknown device (the caller's
+/// transaction then rolls the message back).
+fn update_device(conn: &Connection, id: &DeviceId, msg: &Ingest, now: i64) -> StoreResult<()> {
     let dev = id.as_str();
     let changed = match msg {
         Ingest::Report(report) => conn.execute(
@@ -239,10 +266,9 @@ pub(super) fn ingest(
             "UPDATE devices SET online = ?2, last_seen = MAX(last_seen, ?3) WHERE id = ?1",
             params![dev, online, now],
         ),
-        Ingest::Event(ev) => conn.execute(
-            "INSERT INTO events (device, seq, at, rollout, from_state, to_state, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![dev, seq, ev.at, ev.rollout, ev.from, ev.to, ev.reason],
+        Ingest::Event(_) => conn.execute(
+            "UPDATE devices SET last_seen = MAX(last_seen, ?2) WHERE id = ?1",
+            params![dev, now],
         ),
     }
     .map_err(db)?;
@@ -252,14 +278,7 @@ pub(super) fn ingest(
             key: dev.to_owned(),
         });
     }
-    if matches!(msg, Ingest::Event(_)) {
-        conn.execute(
-            "UPDATE devices SET last_seen = MAX(last_seen, ?2) WHERE id = ?1",
-            params![dev, now],
-        )
-        .map_err(db)?;
-    }
-    Ok(true)
+    Ok(())
 }
 
 pub(super) fn sequence_row(r: &Row<'_>) -> rusqlite::Result<(String, String, i64)> {

@@ -161,7 +161,7 @@ impl Store for SqliteStore {
     fn device_events(&self, id: &DeviceId, limit: u32) -> StoreResult<Vec<DeviceEvent>> {
         let rows = self.all(
             "SELECT device, seq, at, rollout, from_state, to_state, reason FROM
-               (SELECT * FROM events WHERE device = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+               (SELECT * FROM events WHERE device = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
             params![id.as_str(), limit],
             dv::event_row,
         )?;
