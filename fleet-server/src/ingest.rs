@@ -22,7 +22,8 @@ pub enum IngestError {
     WrongTopic { kind: Kind, topic: Topic },
     #[error("device {0} is not enrolled")]
     UnknownDevice(DeviceId),
-    #[error("stale {kind:?} from {device}: seq {seq} was already seen")]
+    /// A duplicate, a report not newer than the stored one, or an event outside the replay window.
+    #[error("stale {kind:?} from {device}: seq {seq} was seen already or is too old")]
     Replay { device: DeviceId, kind: Kind, seq: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),

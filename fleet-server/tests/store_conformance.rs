@@ -22,10 +22,22 @@ const CHECKS: &[Check] = &[
     ("enrollment_is_one_time", enrollment_is_one_time),
     ("ingest_refuses_replays", ingest_refuses_replays),
     ("ingest_batch_isolates_failures", ingest_batch_isolates_failures),
-    ("out_of_order_events_are_kept", events::out_of_order_events_are_kept),
-    ("duplicate_events_are_refused", events::duplicate_events_are_refused),
-    ("events_older_than_the_window_are_refused", events::events_older_than_the_window_are_refused),
-    ("reports_and_presence_stay_newest_wins", events::reports_and_presence_stay_newest_wins),
+    (
+        "out_of_order_events_are_kept",
+        events::out_of_order_events_are_kept,
+    ),
+    (
+        "duplicate_events_are_refused",
+        events::duplicate_events_are_refused,
+    ),
+    (
+        "events_older_than_the_window_are_refused",
+        events::events_older_than_the_window_are_refused,
+    ),
+    (
+        "reports_and_presence_stay_newest_wins",
+        events::reports_and_presence_stay_newest_wins,
+    ),
     ("sites_round_trip", sites_round_trip),
     ("releases_and_quarantine", releases_and_quarantine),
     ("commit_step_is_atomic", commit_step_is_atomic),

@@ -49,7 +49,11 @@ pub(super) fn out_of_order_events_are_kept(s: &dyn Store) {
     }
     assert_eq!(stored(s, &id, 10), vec![3, 4, 5, 7, 10], "listed in seq order");
     assert_eq!(stored(s, &id, 2), vec![7, 10], "the newest two");
-    assert_eq!(event_seq(s, &id), Some(10), "the high-water mark stays the highest");
+    assert_eq!(
+        event_seq(s, &id),
+        Some(10),
+        "the high-water mark stays the highest"
+    );
     assert_eq!(s.device(&id).expect("get").expect("device").last_seen, 500);
 }
 
@@ -67,9 +71,7 @@ pub(super) fn duplicate_events_are_refused(s: &dyn Store) {
         seq,
         msg: Ingest::Event(event(&id, seq)),
     };
-    let out = s
-        .ingest_batch(&[item(4), item(4), item(5)], 600)
-        .expect("batch");
+    let out = s.ingest_batch(&[item(4), item(4), item(5)], 600).expect("batch");
     let flat: Vec<Option<bool>> = out.iter().map(|r| r.as_ref().ok().copied()).collect();
     assert_eq!(flat, vec![Some(true), Some(false), Some(false)]);
     assert_eq!(stored(s, &id, 10), vec![3, 4, 5]);
@@ -80,14 +82,26 @@ pub(super) fn events_older_than_the_window_are_refused(s: &dyn Store) {
     let id = dev_id(1);
     let top = 5000;
     assert!(send(s, &id, top));
-    assert!(!send(s, &id, top - EVENT_WINDOW), "an event a whole window old accepted");
+    assert!(
+        !send(s, &id, top - EVENT_WINDOW),
+        "an event a whole window old accepted"
+    );
     assert!(!send(s, &id, 1), "an ancient event accepted");
-    assert!(send(s, &id, top - EVENT_WINDOW + 1), "the oldest event inside the window refused");
+    assert!(
+        send(s, &id, top - EVENT_WINDOW + 1),
+        "the oldest event inside the window refused"
+    );
     assert_eq!(stored(s, &id, 10), vec![top - EVENT_WINDOW + 1, top]);
     // an event for an unknown device is an error and leaves nothing behind
     assert!(
-        s.ingest(&dev_id(9), Kind::Event, 1, &Ingest::Event(event(&dev_id(9), 1)), 1)
-            .is_err()
+        s.ingest(
+            &dev_id(9),
+            Kind::Event,
+            1,
+            &Ingest::Event(event(&dev_id(9), 1)),
+            1
+        )
+        .is_err()
     );
     assert!(stored(s, &dev_id(9), 10).is_empty());
     assert_eq!(event_seq(s, &dev_id(9)), None);
@@ -100,13 +114,25 @@ pub(super) fn reports_and_presence_stay_newest_wins(s: &dyn Store) {
     assert!(s.ingest(&id, Kind::Report, 5, &rep(5), 200).expect("report"));
     // 4 was never stored, but a report older than the stored one is stale all the same
     assert!(!s.ingest(&id, Kind::Report, 4, &rep(4), 201).expect("late report"));
-    assert!(!s.ingest(&id, Kind::Report, 5, &rep(6), 202).expect("duplicate report"));
+    assert!(
+        !s.ingest(&id, Kind::Report, 5, &rep(6), 202)
+            .expect("duplicate report")
+    );
     let d = s.device(&id).expect("get").expect("device");
     assert_eq!((d.report.map(|r| r.at), d.last_seen), (Some(5), 200));
     let presence = |online| Ingest::Presence { online };
-    assert!(s.ingest(&id, Kind::Presence, 8, &presence(false), 210).expect("offline"));
-    assert!(!s.ingest(&id, Kind::Presence, 7, &presence(true), 211).expect("late online"));
-    assert!(!s.device(&id).expect("get").expect("device").online, "a late online won");
+    assert!(
+        s.ingest(&id, Kind::Presence, 8, &presence(false), 210)
+            .expect("offline")
+    );
+    assert!(
+        !s.ingest(&id, Kind::Presence, 7, &presence(true), 211)
+            .expect("late online")
+    );
+    assert!(
+        !s.device(&id).expect("get").expect("device").online,
+        "a late online won"
+    );
 }
 
 /// A database written by schema 2 (events behind a high-water mark, listed by insertion) opens at the

@@ -223,7 +223,7 @@ pub(super) fn ingest(
         .map_err(db)?;
     let fresh = match msg {
         Ingest::Event(ev) => insert_event(conn, id, seq, last, ev)?,
-        _ => !last.is_some_and(|l| seq <= l),
+        _ => last.is_none_or(|l| seq > l),
     };
     if !fresh {
         return Ok(false);
@@ -239,7 +239,13 @@ pub(super) fn ingest(
 }
 
 /// Keeps the event unless its seq is stored already or too far below the highest (`last`).
-fn insert_event(conn: &Connection, id: &DeviceId, seq: i64, last: Option<i64>, ev: &DeviceEvent) -> StoreResult<bool> {
+fn insert_event(
+    conn: &Connection,
+    id: &DeviceId,
+    seq: i64,
+    last: Option<i64>,
+    ev: &DeviceEvent,
+) -> StoreResult<bool> {
     if last.is_some_and(|l| crate::store::event_too_old(seq, l)) {
         return Ok(false);
     }
