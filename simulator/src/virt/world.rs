@@ -436,14 +436,16 @@ impl World {
         self.stats.engine_steps += 1;
         self.engine_ran = t;
         let published = server.engine_step()?;
-        let decisions = new_decisions(server, &mut self.seen_decisions)?;
-        let active = server
+        // One read of the rollouts (their state is as large as the fleet) for both questions.
+        let rollouts = server
             .app
             .store
             .rollouts()
-            .map_err(|e| VServerError(e.to_string()))?
+            .map_err(|e| VServerError(e.to_string()))?;
+        let active = rollouts
             .iter()
             .any(|r| halyard_server::engine::is_active(&r.status));
+        let decisions = new_decisions(server, rollouts, &mut self.seen_decisions)?;
         for d in decisions {
             self.log.line(
                 self.since(t),
@@ -479,12 +481,12 @@ impl World {
 
 fn new_decisions(
     server: &VServer,
+    mut rollouts: Vec<halyard_server::model::Rollout>,
     seen: &mut HashMap<String, usize>,
 ) -> Result<Vec<halyard_server::model::Decision>, VServerError> {
     let store = &server.app.store;
     let err = |e: halyard_server::store::StoreError| VServerError(e.to_string());
     let mut out = Vec::new();
-    let mut rollouts = store.rollouts().map_err(err)?;
     rollouts.sort_by(|a, b| a.id.cmp(&b.id));
     for r in rollouts {
         let all = store.decisions(&r.id).map_err(err)?;
