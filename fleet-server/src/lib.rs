@@ -5,7 +5,8 @@
 //!   [`settings`], [`clock`] (injected time), [`app`] (state shared by handlers and tasks).
 //! - [`model`]: the records the server keeps; [`store`]: the `Store` trait, SQLite and PostgreSQL
 //!   backends, migrations.
-//! - [`broker`]: the embedded MQTT broker; [`mqtt`]: the server's MQTT client (ingest in, desired out);
+//! - [`broker`]: the embedded MQTT broker; [`mqtt`]: the server's MQTT client (ingest in, desired out),
+//!   [`mqtt_tls`]: its broker URL and TLS (`mqtts://`) to an external broker;
 //!   [`broker_auth`]: per-device MQTT credentials and the Mosquitto password/ACL files.
 //! - [`ingest`]: verify and store signed device messages (MQTT and HTTPS fallback share it).
 //! - [`leader`]: which replica runs the rollout engine (lease with a fencing epoch).
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod mqtt_connect;
+pub mod mqtt_tls;
 pub mod mtls;
 pub mod releases;
 pub mod secrets;

@@ -13,6 +13,9 @@ pub struct Metrics {
     pub engine_steps: AtomicU64,
     pub decisions: AtomicU64,
     pub http_requests: AtomicU64,
+    /// Connections to the MQTT broker accepted (CONNACK), and attempts or connections that failed.
+    pub broker_connects: AtomicU64,
+    pub broker_errors: AtomicU64,
     /// Ingest latency (receipt → committed) buckets, in milliseconds.
     latency: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
@@ -66,6 +69,16 @@ impl Metrics {
                 "halyard_http_requests_total",
                 "HTTP requests served",
                 &self.http_requests,
+            ),
+            (
+                "halyard_broker_connects_total",
+                "Connections to the MQTT broker accepted",
+                &self.broker_connects,
+            ),
+            (
+                "halyard_broker_errors_total",
+                "MQTT broker connection attempts failed or connections lost (TLS errors included)",
+                &self.broker_errors,
             ),
         ];
         for (name, help, v) in counters {

@@ -3,11 +3,14 @@
 //! in batches, and publishes retained `desired` envelopes. On every (re)connect it republishes all
 //! stored desired envelopes, so a restarted broker or server never loses an instruction.
 //!
+//! `mqtts://` broker URLs connect over TLS trusting `Settings::broker_ca` (see `mqtt_tls`).
+//!
 //! With `Settings::mqtt_shared_group` (external brokers) the replicas subscribe as one shared group
 //! (`$share/<group>/...`) and the broker hands each device message to one of them (see
 //! docs/security.md for what that costs: ordering across replicas, no retained replay).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use halyard_protocol::{DeviceId, Topic};
@@ -16,34 +19,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::app::{App, Outgoing};
 use crate::ingest;
+use crate::mqtt_tls::{self, BrokerUrl};
 
-/// The broker URL could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("broker URL {url:?}: {why}")]
-pub struct BrokerUrlError {
-    pub url: String,
-    pub why: &'static str,
-}
+pub use crate::mqtt_tls::BrokerUrlError;
 
-/// `mqtt://host:port` (port defaults to 1883) → (host, port).
+/// `mqtt://host:port` (port defaults to 1883) or `mqtts://host:port` (8883) → (host, port).
 pub fn parse_url(url: &str) -> Result<(String, u16), BrokerUrlError> {
-    let err = |why| BrokerUrlError {
-        url: url.to_owned(),
-        why,
-    };
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| err("expected mqtt://host:port"))?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|_| err("bad port"))?),
-        None => (rest, 1883),
-    };
-    if host.is_empty() {
-        return Err(err("no host"));
-    }
-    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+    BrokerUrl::parse(url).map(|b| (b.host, b.port))
 }
 
 const MAX_PACKET: usize = 128 * 1024;
@@ -72,14 +54,24 @@ pub fn check_group(group: &str) -> Result<(), BrokerUrlError> {
     Ok(())
 }
 
+/// The broker URL or its TLS settings could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error(transparent)]
+    Url(#[from] BrokerUrlError),
+    #[error(transparent)]
+    Tls(#[from] mqtt_tls::BrokerTlsError),
+}
+
 /// Starts the MQTT client tasks; they end when `shutdown` turns true.
 pub fn spawn(
     app: Arc<App>,
     url: &str,
     outgoing: mpsc::Receiver<Outgoing>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), BrokerUrlError> {
-    let (host, port) = parse_url(url)?;
+) -> Result<(), MqttSetupError> {
+    let broker = BrokerUrl::parse(url)?;
+    let transport = mqtt_tls::transport(&broker, url, app.settings.broker_ca.as_deref())?;
     // Only an external broker: the embedded one serves a single server anyway.
     let group = match &app.settings.broker {
         crate::settings::BrokerSettings::External { .. } => app.settings.mqtt_shared_group.clone(),
@@ -89,7 +81,12 @@ pub fn spawn(
         check_group(g)?;
     }
     // Unique per replica (process ids repeat across containers; two clients with one id evict each other).
-    let mut opts = MqttOptions::new(format!("halyard-server-{}", app.leader.id()), host, port);
+    let mut opts = MqttOptions::new(
+        format!("halyard-server-{}", app.leader.id()),
+        broker.host,
+        broker.port,
+    );
+    opts.set_transport(transport);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(true);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
@@ -121,6 +118,7 @@ async fn poll(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(200);
+                app.metrics.broker_connects.fetch_add(1, Relaxed);
                 tracing::info!("connected to the MQTT broker");
                 tokio::spawn(on_connect(app.clone(), client.clone(), filters.clone()));
             }
@@ -137,6 +135,7 @@ async fn poll(
             }
             Ok(_) => {}
             Err(e) => {
+                app.metrics.broker_errors.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

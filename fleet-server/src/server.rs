@@ -32,6 +32,8 @@ pub enum ServerError {
     #[error(transparent)]
     BrokerUrl(#[from] mqtt::BrokerUrlError),
     #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttSetupError),
+    #[error(transparent)]
     Release(#[from] releases::ReleaseError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),

@@ -95,6 +95,9 @@ pub struct Settings {
     /// (`$share/<group>/halyard/v1/devices/+/report`, ...), so the broker hands each message to one
     /// replica of the group instead of every replica. `None`: every replica gets every message.
     pub mqtt_shared_group: Option<String>,
+    /// With an external `mqtts://` broker: the CA certificates (PEM) trusted for its certificate, the
+    /// only ones (a private CA, or the system bundle for a broker with a public certificate).
+    pub broker_ca: Option<PathBuf>,
     /// Mutual TLS: devices present the client certificate issued at enrollment (needs the server's
     /// own CA, `TlsSettings::SelfSigned`).
     pub mtls: crate::mtls::MutualTls,
@@ -126,6 +129,7 @@ impl Settings {
             mqtts: None,
             mtls: crate::mtls::MutualTls::Off,
             mqtt_shared_group: None,
+            broker_ca: None,
             trust_root: None,
             tick: Duration::from_secs(1),
             max_bundle_bytes: 8 << 30,

@@ -84,6 +84,10 @@ struct Args {
     /// (`$share/GROUP/...`), so the broker gives each message to one replica of the group.
     #[arg(long, env = "HALYARD_MQTT_SHARED_GROUP")]
     mqtt_shared_group: Option<String>,
+    /// With `--broker mqtts://...`: the CA certificates (PEM) to trust for the broker's certificate
+    /// (a private CA, or /etc/ssl/certs/ca-certificates.crt for a public one).
+    #[arg(long, env = "HALYARD_MQTT_CA_FILE", requires = "broker")]
+    mqtt_ca_file: Option<PathBuf>,
     /// Mutual TLS (needs `--tls auto`): devices present the client certificate issued at enrollment
     /// on MQTTS and on the device HTTP endpoints, and may act only for their own device id.
     #[arg(long, env = "HALYARD_MTLS")]
@@ -123,6 +127,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     s.tls = tls_settings(args)?;
     s.mqtts = Some(args.mqtts);
     s.mqtt_shared_group = args.mqtt_shared_group.clone();
+    s.broker_ca = args.mqtt_ca_file.clone();
     if args.mtls {
         anyhow::ensure!(
             args.tls == "auto",
