@@ -27,6 +27,19 @@ use halyard_protocol::{Desired, Envelope, Event, Kind, Presence};
 use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
 use support::*;
 
+/// Copies bytes both ways between `client` and `broker`, each way on a thread of its own.
+fn forward(client: TcpStream, broker: TcpStream) {
+    for (mut from, mut to) in [
+        (client.try_clone().unwrap(), broker.try_clone().unwrap()),
+        (broker, client),
+    ] {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Both);
+        });
+    }
+}
+
 /// Forwards loopback connections to the broker; `cut` drops every open one.
 #[derive(Clone, Default)]
 struct Proxy(Arc<Mutex<Vec<TcpStream>>>);
@@ -44,15 +57,7 @@ impl Proxy {
                     .lock()
                     .unwrap()
                     .extend([client.try_clone().unwrap(), broker.try_clone().unwrap()]);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), broker.try_clone().unwrap()),
-                    (broker, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
+                forward(client, broker);
             }
         });
         port
@@ -88,15 +93,7 @@ fn gated_proxy(open: mpsc::Receiver<()>) -> u16 {
             for client in held.drain(..) {
                 client.set_nonblocking(false).unwrap();
                 let broker = TcpStream::connect("127.0.0.1:1883").unwrap();
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), broker.try_clone().unwrap()),
-                    (broker, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
+                forward(client, broker);
             }
         }
     });
