@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use halyard_node::driver::Outgoing;
@@ -18,21 +18,7 @@ use halyard_protocol::{AgentState, Report, Slot, SlotReport};
 use halyard_server::background::Background;
 use halyard_server::settings::{BrokerSettings, Settings};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use support::TIMEOUT;
-
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use support::{Mosquitto, TIMEOUT, free_port};
 
 /// A CA named `name`: its certificate written to `dir/<name>.pem`, and its issuer.
 fn make_ca(dir: &Path, name: &str) -> (PathBuf, Issuer<'static, KeyPair>) {

@@ -19,30 +19,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use halyard_server::background::Background;
 use halyard_server::settings::{BrokerSettings, MosquittoSync, Settings};
 use rumqttc::{Client, ConnectReturnCode, Connection, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
-use support::{TIMEOUT, enroll_device, enroll_token};
-
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{Mosquitto, TIMEOUT, enroll_device, enroll_token, free_port};
 
 fn have_mosquitto() -> bool {
     let found = Command::new("mosquitto")

@@ -12,7 +12,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use halyard_node::driver::Outgoing;
@@ -24,23 +24,9 @@ use halyard_server::background::Background;
 use halyard_server::settings::{BrokerAccount, BrokerSettings, Database, MosquittoSync, Settings};
 use halyard_server::store::Store;
 use halyard_server::store::postgres::{PgStore, temp::TempDatabase};
-use support::TIMEOUT;
+use support::{Mosquitto, TIMEOUT, free_port};
 
 const N: u64 = 200;
-
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Starts Mosquitto on `port` with the files the first replica wrote into `dir`.
 fn start_mosquitto(dir: &Path, port: u16, pid_file: &Path) -> Mosquitto {

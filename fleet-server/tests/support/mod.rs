@@ -124,3 +124,19 @@ pub fn agent_goes_online(bg: &Background, port: u16, dir: &Path, identity: &Iden
     );
     link.shutdown();
 }
+
+/// A Mosquitto process a test started on its own port; killed and reaped when dropped.
+pub struct Mosquitto(pub std::process::Child);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
