@@ -3,7 +3,8 @@
 //! online presence (sequence numbers strictly rise: online, will, online) and resubscribes, so a
 //! desired state published after the cut still reaches it. Publications made while the broker cannot
 //! be reached wait in the client's queue; once it is full `Mqtt::publish` waits for room, and all of
-//! them go out, in order and intact, when the connection comes up.
+//! them go out, in order and intact, when the connection comes up. Publications in flight when a live
+//! connection drops (written, never acknowledged) are not lost to the clean session of the reconnect.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -21,28 +22,55 @@ use halyard_node::config::MqttSettings;
 use halyard_node::faults::NoCrash;
 use halyard_node::identity::{Identity, SeqCounter};
 use halyard_node::transport::codec::Publication;
-use halyard_node::transport::mqtt::Mqtt;
+use halyard_node::transport::mqtt::{Inbound, Mqtt};
 use halyard_protocol::topics::Topic;
 use halyard_protocol::{Desired, Envelope, Event, Kind, Presence};
 use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
 use support::*;
 
-/// Copies bytes both ways between `client` and `broker`, each way on a thread of its own.
-fn forward(client: TcpStream, broker: TcpStream) {
-    for (mut from, mut to) in [
-        (client.try_clone().unwrap(), broker.try_clone().unwrap()),
-        (broker, client),
-    ] {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
-            let _ = to.shutdown(Shutdown::Both);
-        });
+/// Copies bytes both ways between `client` and `broker`, each way on a thread of its own. While
+/// `hold` is set, what the client sends is read but held back from the broker (the client sees it
+/// written, the broker never acknowledges it).
+fn forward(client: TcpStream, broker: TcpStream, hold: Arc<AtomicBool>) {
+    let upstream = Holding {
+        from: client.try_clone().unwrap(),
+        hold,
+    };
+    let mut to_broker = broker.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut { upstream }, &mut to_broker);
+        let _ = to_broker.shutdown(Shutdown::Both);
+    });
+    let (mut from, mut to) = (broker, client);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+/// A reader that waits after each read while `hold` is set, before handing the bytes on.
+struct Holding {
+    from: TcpStream,
+    hold: Arc<AtomicBool>,
+}
+
+impl std::io::Read for Holding {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.from.read(buf)?;
+        while self.hold.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(n)
     }
 }
 
-/// Forwards loopback connections to the broker; `cut` drops every open one.
+/// Forwards loopback connections to the broker; `cut` drops every open one, `hold` stalls what the
+/// clients send until the next `cut`.
 #[derive(Clone, Default)]
-struct Proxy(Arc<Mutex<Vec<TcpStream>>>);
+struct Proxy {
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    hold: Arc<AtomicBool>,
+}
 
 impl Proxy {
     fn start(self) -> u16 {
@@ -53,20 +81,27 @@ impl Proxy {
                 let Ok(broker) = TcpStream::connect("127.0.0.1:1883") else {
                     continue;
                 };
-                self.0
+                self.open
                     .lock()
                     .unwrap()
                     .extend([client.try_clone().unwrap(), broker.try_clone().unwrap()]);
-                forward(client, broker);
+                forward(client, broker, self.hold.clone());
             }
         });
         port
     }
 
+    /// Hold back everything the clients send from now on (it never reaches the broker).
+    fn hold(&self) {
+        self.hold.store(true, Ordering::SeqCst);
+    }
+
+    /// Drop every open connection (and what was held back on them); later ones forward again.
     fn cut(&self) {
-        for s in self.0.lock().unwrap().drain(..) {
+        for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
+        self.hold.store(false, Ordering::SeqCst);
     }
 }
 
@@ -93,7 +128,7 @@ fn gated_proxy(open: mpsc::Receiver<()>) -> u16 {
             for client in held.drain(..) {
                 client.set_nonblocking(false).unwrap();
                 let broker = TcpStream::connect("127.0.0.1:1883").unwrap();
-                forward(client, broker);
+                forward(client, broker, Arc::default());
             }
         }
     });
@@ -117,28 +152,7 @@ fn publications_beyond_the_full_queue_wait_and_all_go_out_in_order() {
         return;
     }
     let topic = format!("halyard/v1/devices/queue-test-{}/events", std::process::id());
-    let (watch, mut connection) =
-        Client::new(MqttOptions::new(format!("watch-{topic}"), "127.0.0.1", 1883), 16);
-    watch.subscribe(&topic, QoS::AtLeastOnce).unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for event in connection.iter() {
-            let message = match event {
-                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => None,
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => Some(p.payload.to_vec()),
-                Ok(_) => continue,
-                Err(_) => return,
-            };
-            if tx.send(message).is_err() {
-                return;
-            }
-        }
-    });
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-        None,
-        "subscribed"
-    );
+    let (_watch, rx) = watch(&topic);
 
     let (open, gate) = mpsc::channel();
     let settings = MqttSettings {
@@ -195,13 +209,111 @@ fn publications_beyond_the_full_queue_wait_and_all_go_out_in_order() {
         let got = rx
             .recv_timeout(Duration::from_secs(15))
             .expect("every message arrives");
-        assert_eq!(
-            got,
-            Some(format!("message {i}").into_bytes()),
-            "in order and intact"
-        );
+        assert_eq!(got, format!("message {i}").into_bytes(), "in order and intact");
     }
     publisher.join().unwrap().shutdown();
+}
+
+/// Subscribes a watcher to `topic` on the broker; yields each payload that arrives there.
+fn watch(topic: &str) -> (Client, mpsc::Receiver<Vec<u8>>) {
+    let (watch, mut connection) =
+        Client::new(MqttOptions::new(format!("watch-{topic}"), "127.0.0.1", 1883), 16);
+    watch.subscribe(topic, QoS::AtLeastOnce).unwrap();
+    let (subscribed, on_suback) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => subscribed.send(()).unwrap_or(()),
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p.payload.to_vec()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    on_suback
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+    (watch, rx)
+}
+
+/// A dropped connection hands rumqttc's in-flight and still-queued publications to its pending list,
+/// which it empties when the next connection starts a clean session: the agent must carry them over
+/// itself. Publications the broker never saw when the connection died, and those made while it was
+/// down, all arrive after the reconnect, in order (a duplicate would be allowed, not a loss).
+#[test]
+fn publications_in_flight_when_the_connection_drops_arrive_after_the_reconnect() {
+    // More than rumqttc's in-flight window (100): the rest wait in its request channel (64 deep).
+    const UNACKED: usize = 150;
+    const WHILE_DOWN: usize = 3;
+    if !broker_up() {
+        return;
+    }
+    let topic = format!("halyard/v1/devices/drop-test-{}/events", std::process::id());
+    let (_watch, arrivals) = watch(&topic);
+    let proxy = Proxy::default();
+    let settings = MqttSettings {
+        host: "127.0.0.1".into(),
+        port: proxy.clone().start(),
+        tls_ca: None,
+        credentials: None,
+        keep_alive: Duration::from_secs(30),
+        tick: Duration::from_millis(50),
+        reconnect_min: Duration::from_millis(300),
+        reconnect_max: Duration::from_millis(600),
+    };
+    let mqtt = Mqtt::start(
+        &settings,
+        &format!("pub-{topic}"),
+        &topic.replace("/events", "/desired"),
+        Box::new(|| None),
+    );
+    let publish = |i: usize| {
+        mqtt.publish(Publication {
+            topic: topic.clone(),
+            payload: format!("message {i}").into_bytes(),
+            retain: false,
+        })
+        .unwrap()
+    };
+    let next = || arrivals.recv_timeout(Duration::from_secs(15));
+    assert_eq!(mqtt.recv(Duration::from_secs(10)), Some(Inbound::Connected));
+    publish(0);
+    assert_eq!(next().unwrap(), b"message 0", "the path works");
+
+    // Written to the socket (or queued behind the full window), never acknowledged when the cut comes.
+    proxy.hold();
+    (1..=UNACKED).for_each(publish);
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.cut();
+    let start = std::time::Instant::now();
+    while mqtt.connected() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the drop went unnoticed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (UNACKED + 1..=UNACKED + WHILE_DOWN).for_each(publish);
+
+    let mut seen: Vec<usize> = Vec::new();
+    while seen.len() < UNACKED + WHILE_DOWN {
+        let Ok(payload) = next() else {
+            panic!("lost: got only {seen:?} of 1..={}", UNACKED + WHILE_DOWN);
+        };
+        let text = String::from_utf8(payload).unwrap();
+        let i: usize = text.strip_prefix("message ").unwrap().parse().unwrap();
+        if i > 0 && !seen.contains(&i) {
+            seen.push(i);
+        }
+    }
+    let expected: Vec<usize> = (1..=UNACKED + WHILE_DOWN).collect();
+    assert_eq!(seen, expected, "every publication, in order of first arrival");
+    mqtt.shutdown();
 }
 
 #[test]

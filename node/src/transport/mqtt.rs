@@ -12,7 +12,16 @@
 //! online (sequence n) and offline (n + 1). The offline one becomes the last will of that connection
 //! and the online one is published after its ConnAck, so the will a broker fires is always newer than
 //! the online message before it and a server's sequence check accepts both.
+//!
+//! Delivery across a drop: every connection starts a clean session. When a live connection drops,
+//! rumqttc sets the publications in flight (written, not acknowledged) and those still in its request
+//! channel aside in `EventLoop::pending`, but empties that list when the next ConnAck starts a clean
+//! session; so the task takes them first (`Worker::carry`) and hands them back once the next
+//! ConnAck is in, ahead of anything published meanwhile, as fast as the in-flight window allows
+//! (`Worker::feed`). At least once: one the broker had already taken
+//! arrives twice, which the server's sequence rules make harmless (`docs/protocol.md`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -28,6 +37,10 @@ use super::codec::{Publication, backoff};
 use super::http::{CaError, read_certs};
 use crate::client_cert::ClientIdentity;
 use crate::config::MqttSettings;
+
+/// Publications carried over dropped connections, at most (beyond it the oldest go, with a warning):
+/// four request channels' worth, only reached when connections keep dropping before their first acks.
+const CARRY_MAX: usize = 256;
 
 /// What the connection thread reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +126,7 @@ impl Mqtt {
             connected: connected.clone(),
             presence,
             online: None,
+            carried: VecDeque::new(),
             client: client.clone(),
             subscribe: subscribe.to_owned(),
             tx,
@@ -295,6 +309,8 @@ struct Worker {
     connected: Arc<AtomicBool>,
     presence: PresenceSigner,
     online: Option<Publication>,
+    /// What drops left unacknowledged, to hand back to rumqttc once connected.
+    carried: VecDeque<Request>,
     client: AsyncClient,
     subscribe: String,
     tx: Sender<Inbound>,
@@ -309,6 +325,7 @@ impl Worker {
         let mut failures = 0u32;
         self.arm(&mut eventloop);
         while !self.stop.load(Ordering::SeqCst) {
+            self.feed(&mut eventloop);
             let event = match tokio::time::timeout(Duration::from_millis(250), eventloop.poll()).await {
                 Ok(event) => event,
                 Err(_elapsed) => continue,
@@ -334,6 +351,7 @@ impl Worker {
                 Ok(_) => {}
                 Err(e) => {
                     self.connected.store(false, Ordering::SeqCst);
+                    self.carry(&mut eventloop.pending);
                     let delay = backoff(
                         failures,
                         self.settings.reconnect_min,
@@ -347,6 +365,48 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Take what rumqttc set aside when the connection dropped (its `pending`: publications in flight,
+    /// then those still in the request channel), before the next clean session throws it away. They go
+    /// out again as new publications (fresh packet ids, no DUP flag: the old session is gone).
+    fn carry(&mut self, pending: &mut VecDeque<Request>) {
+        for request in pending.drain(..) {
+            match request {
+                Request::Publish(mut p) => {
+                    p.pkid = 0;
+                    p.dup = false;
+                    self.carried.push_back(Request::Publish(p));
+                }
+                Request::Disconnect(d) => self.carried.push_back(Request::Disconnect(d)),
+                // Subscriptions are made afresh after every ConnAck; acks and releases belong to the
+                // old session.
+                _ => {}
+            }
+        }
+        let over = self.carried.len().saturating_sub(CARRY_MAX);
+        if over > 0 {
+            self.carried.drain(..over);
+            tracing::warn!(
+                dropped = over,
+                kept = CARRY_MAX,
+                "mqtt: dropped the oldest unsent publications"
+            );
+        }
+    }
+
+    /// While connected, hand carried requests back to rumqttc's `pending`, first out, in order. That
+    /// list skips the in-flight window, so it gets no more than the window has room for (more would
+    /// reuse packet ids still in flight); rumqttc reads its request channel only when `pending` is empty
+    /// and the window has room, and then this refills `pending` first: nothing newer overtakes.
+    fn feed(&mut self, eventloop: &mut EventLoop) {
+        if self.carried.is_empty() || !self.connected.load(Ordering::SeqCst) {
+            return;
+        }
+        let window = usize::from(eventloop.mqtt_options.inflight());
+        let busy = usize::from(eventloop.state.inflight()) + eventloop.pending.len();
+        let room = window.saturating_sub(busy).min(self.carried.len());
+        eventloop.pending.extend(self.carried.drain(..room));
     }
 
     /// Subscribe and announce after a ConnAck; `false` when the agent has gone.
