@@ -8,6 +8,8 @@ use halyard_server::model::*;
 use halyard_server::store::sqlite::SqliteStore;
 use halyard_server::store::{EnrollOutcome, Ingest, IngestItem, StepCommit, Store, StoreError};
 
+#[path = "store_conformance/changes.rs"]
+mod changes;
 #[path = "store_conformance/events.rs"]
 mod events;
 #[cfg(feature = "postgres")]
@@ -37,6 +39,22 @@ const CHECKS: &[Check] = &[
     (
         "reports_and_presence_stay_newest_wins",
         events::reports_and_presence_stay_newest_wins,
+    ),
+    (
+        "every_device_write_is_in_the_feed",
+        changes::every_device_write_is_in_the_feed,
+    ),
+    (
+        "refused_messages_are_not_changes",
+        changes::refused_messages_are_not_changes,
+    ),
+    (
+        "desired_seqs_are_the_last_issued",
+        changes::desired_seqs_are_the_last_issued,
+    ),
+    (
+        "rollout_revisions_move_with_every_write",
+        changes::rollout_revisions_move_with_every_write,
     ),
     ("sites_round_trip", sites_round_trip),
     ("releases_and_quarantine", releases_and_quarantine),

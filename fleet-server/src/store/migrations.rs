@@ -51,4 +51,26 @@ pub const SQLITE: &[&str] = &[
     DROP INDEX events_device;
     CREATE UNIQUE INDEX events_device_seq ON events (device, seq);
     "#,
+    // 4: a change feed for the engine's fleet view: every write of a device row gives it the next
+    // `rev` (writers are serial in SQLite, so revs commit in order), and the engine reads only the
+    // rows above the highest rev it has seen. The inner UPDATE sets only `rev`, so it does not fire
+    // the trigger again.
+    r#"
+    ALTER TABLE devices ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    UPDATE devices SET rev = rowid;
+    CREATE INDEX devices_rev ON devices (rev);
+    CREATE TRIGGER devices_rev_insert AFTER INSERT ON devices BEGIN
+        UPDATE devices SET rev = (SELECT MAX(rev) FROM devices) + 1 WHERE rowid = NEW.rowid;
+    END;
+    CREATE TRIGGER devices_rev_update AFTER UPDATE OF public_key, product, hardware_class, site, tags,
+        last_seen, online, report ON devices BEGIN
+        UPDATE devices SET rev = (SELECT MAX(rev) FROM devices) + 1 WHERE rowid = NEW.rowid;
+    END;
+    -- and a revision per rollout row, so the engine re-reads (and re-parses) a rollout's state only
+    -- when someone else wrote it
+    ALTER TABLE rollouts ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    CREATE TRIGGER rollouts_rev AFTER UPDATE OF status, spec, state ON rollouts BEGIN
+        UPDATE rollouts SET rev = OLD.rev + 1 WHERE rowid = NEW.rowid;
+    END;
+    "#,
 ];

@@ -104,6 +104,19 @@ pub struct Fence {
     pub prior_state: Option<serde_json::Value>,
 }
 
+/// A position in the devices' change feed ([`Store::devices_changed`]); only the backend that issued
+/// it knows what the number means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChangeMark(pub i64);
+
+/// A rollout's id, status and revision ([`Store::rollout_revs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutRev {
+    pub id: String,
+    pub status: String,
+    pub rev: i64,
+}
+
 /// The server's storage.
 pub trait Store: Send + Sync + std::fmt::Debug {
     // operator tokens
@@ -121,6 +134,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // devices
     fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>>;
     fn devices(&self) -> StoreResult<Vec<Device>>;
+    /// The devices written since `since` (a mark an earlier call returned; `None`: every device), and
+    /// the mark to pass next time. It may repeat a device that did not change, never miss one that did:
+    /// the engine keeps its fleet view current with this instead of reading every row each pass.
+    fn devices_changed(&self, since: Option<ChangeMark>) -> StoreResult<(Vec<Device>, ChangeMark)>;
     /// (enrolled, online) without reading every device; backends should answer it from an aggregate.
     fn device_counts(&self) -> StoreResult<(u64, u64)> {
         let all = self.devices()?;
@@ -159,7 +176,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // rollouts
     fn put_rollout(&self, rollout: &Rollout) -> StoreResult<()>;
     fn rollout(&self, id: &str) -> StoreResult<Option<Rollout>>;
+    /// A rollout and its revision (see [`Store::rollout_revs`]), read together.
+    fn rollout_with_rev(&self, id: &str) -> StoreResult<Option<(Rollout, i64)>>;
     fn rollouts(&self) -> StoreResult<Vec<Rollout>>;
+    /// Every rollout's id, status and revision (bumped by every write of its row), in the order of
+    /// [`Store::rollouts`], without reading their states.
+    fn rollout_revs(&self) -> StoreResult<Vec<RolloutRev>>;
     /// Applies one engine step atomically: state, decisions, desired envelopes, quarantines.
     fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<()>;
     fn decisions(&self, rollout: &str) -> StoreResult<Vec<Decision>>;
@@ -167,6 +189,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // desired state per device
     fn desired(&self, id: &DeviceId) -> StoreResult<Option<DesiredRecord>>;
     fn all_desired(&self) -> StoreResult<Vec<DesiredRecord>>;
+    /// The last desired sequence number of every device that has one.
+    fn desired_seqs(&self) -> StoreResult<Vec<(DeviceId, u64)>>;
     /// Highest desired sequence number issued to the device (0 if none).
     fn desired_seq(&self, id: &DeviceId) -> StoreResult<u64>;
     fn put_desired(&self, record: &DesiredRecord) -> StoreResult<()>;

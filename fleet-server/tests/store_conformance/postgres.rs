@@ -202,3 +202,40 @@ fn postgres_lease_fences_a_deposed_leader() {
     s.release_engine_lease("b").expect("release");
     assert_eq!(s.engine_lease("a", 60_000).expect("lease"), Some(3));
 }
+
+/// The change feed's hard case on a shared database: a write whose transaction is still open when
+/// the engine reads commits afterwards, with a transaction id below the read's own. The next read
+/// from the mark that read returned must still see it.
+#[test]
+fn postgres_change_feed_sees_a_write_that_commits_after_the_read() {
+    let Some(db) = temp_db() else { return };
+    let s = open(&db);
+    enroll(&s, "t1", 1);
+    enroll(&s, "t2", 2);
+    let (_, mark) = s.devices_changed(None).expect("first read");
+    let mut c = postgres::Client::connect(db.url(), postgres::NoTls).expect("connect");
+    let mut slow = c.transaction().expect("begin");
+    slow.execute(
+        "UPDATE devices SET last_seen = 999 WHERE id = $1",
+        &[&dev_id(1).as_str()],
+    )
+    .expect("slow write");
+    // a later, faster writer commits first
+    s.set_device_labels(&dev_id(2), Some("store-7"), &[])
+        .expect("labels");
+    let (changed, next) = s
+        .devices_changed(Some(mark))
+        .expect("read while the slow write is open");
+    assert!(changed.iter().any(|d| d.id == dev_id(2)));
+    assert!(
+        changed.iter().all(|d| d.last_seen != 999),
+        "uncommitted write visible"
+    );
+    slow.commit().expect("commit the slow write");
+    let (changed, _) = s.devices_changed(Some(next)).expect("read after it committed");
+    let got = changed
+        .iter()
+        .find(|d| d.id == dev_id(1))
+        .expect("the write that committed late is in the feed");
+    assert_eq!(got.last_seen, 999);
+}

@@ -30,7 +30,7 @@ pub(super) fn i64_of(v: u64, what: &str) -> StoreResult<i64> {
     i64::try_from(v).map_err(|_| StoreError::Backend(format!("{what} {v} out of range")))
 }
 
-fn u64_of(v: i64) -> u64 {
+pub(super) fn u64_of(v: i64) -> u64 {
     v.max(0) as u64
 }
 

@@ -54,4 +54,30 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX events_device;
     CREATE UNIQUE INDEX events_device_seq ON events (device, seq);
     "#,
+    // 4: a change feed for the engine's fleet view: every write of a device row stamps it with the
+    // writing transaction's id. A reader takes the oldest transaction still running
+    // (`pg_snapshot_xmin`) as its next mark: whatever commits later has an id at or above it.
+    r#"
+    ALTER TABLE devices ADD COLUMN changed xid8 NOT NULL DEFAULT pg_current_xact_id();
+    CREATE INDEX devices_changed ON devices (changed);
+    CREATE FUNCTION devices_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.changed := pg_current_xact_id();
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER devices_touch BEFORE INSERT OR UPDATE ON devices
+        FOR EACH ROW EXECUTE FUNCTION devices_touch();
+    -- and a revision per rollout row, so the engine re-reads (and re-parses) a rollout's state only
+    -- when someone else wrote it
+    ALTER TABLE rollouts ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;
+    CREATE FUNCTION rollouts_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.rev := OLD.rev + 1;
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER rollouts_bump BEFORE UPDATE ON rollouts
+        FOR EACH ROW EXECUTE FUNCTION rollouts_bump();
+    "#,
 ];

@@ -11,7 +11,9 @@ use crate::model::{
     ApiToken, AuditEntry, Decision, Delta, DesiredRecord, Device, DeviceEvent, EnrollToken, NewDevice,
     Quarantine, Release, Rollout, Site,
 };
-use crate::store::{EnrollOutcome, Ingest, IngestItem, StepCommit, Store, StoreError, StoreResult};
+use crate::store::{
+    ChangeMark, EnrollOutcome, Ingest, IngestItem, RolloutRev, StepCommit, Store, StoreError, StoreResult,
+};
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -137,6 +139,31 @@ impl Store for PgStore {
     fn devices(&self) -> StoreResult<Vec<Device>> {
         let sql = format!("SELECT {} FROM devices ORDER BY id", rows::DEVICE_COLS);
         self.all(&sql, &[], rows::device)
+    }
+
+    fn devices_changed(&self, since: Option<ChangeMark>) -> StoreResult<(Vec<Device>, ChangeMark)> {
+        // The next mark is the oldest transaction still running, taken BEFORE the rows are read:
+        // anything that commits later has an id at or above it, and anything below it has committed
+        // and is visible to the read that follows (migration 4 stamps each write with its id).
+        self.with(|c| {
+            let horizon: i64 = c
+                .query_one(
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                    &[],
+                )?
+                .get(0);
+            let from = since.map_or(0, |m| m.0).to_string();
+            let sql = format!(
+                "SELECT {} FROM devices WHERE changed >= $1::text::xid8",
+                rows::DEVICE_COLS
+            );
+            let devices = c
+                .query(&sql, &[&from])?
+                .iter()
+                .map(rows::device)
+                .collect::<TxResult<Vec<_>>>()?;
+            Ok((devices, ChangeMark(horizon)))
+        })
     }
 
     fn device_counts(&self) -> StoreResult<(u64, u64)> {
@@ -327,12 +354,31 @@ impl Store for PgStore {
         self.first(&sql, &[&id], rows::rollout)
     }
 
+    fn rollout_with_rev(&self, id: &str) -> StoreResult<Option<(Rollout, i64)>> {
+        let sql = format!("SELECT {}, rev FROM rollouts WHERE id = $1", rows::ROLLOUT_COLS);
+        self.first(&sql, &[&id], |r| Ok((rows::rollout(r)?, rows::col(r, 8)?)))
+    }
+
     fn rollouts(&self) -> StoreResult<Vec<Rollout>> {
         let sql = format!(
             "SELECT {} FROM rollouts ORDER BY created_at, id",
             rows::ROLLOUT_COLS
         );
         self.all(&sql, &[], rows::rollout)
+    }
+
+    fn rollout_revs(&self) -> StoreResult<Vec<RolloutRev>> {
+        self.all(
+            "SELECT id, status, rev FROM rollouts ORDER BY created_at, id",
+            &[],
+            |r| {
+                Ok(RolloutRev {
+                    id: rows::col(r, 0)?,
+                    status: rows::col(r, 1)?,
+                    rev: rows::col(r, 2)?,
+                })
+            },
+        )
     }
 
     fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<()> {
@@ -361,6 +407,12 @@ impl Store for PgStore {
             &[],
             rows::desired,
         )
+    }
+
+    fn desired_seqs(&self) -> StoreResult<Vec<(DeviceId, u64)>> {
+        self.all("SELECT device, seq FROM desired", &[], |r| {
+            Ok((rows::device_id(rows::col(r, 0)?)?, rows::u64_of(rows::col(r, 1)?)))
+        })
     }
 
     fn desired_seq(&self, id: &DeviceId) -> StoreResult<u64> {

@@ -2,8 +2,10 @@
 
 use rusqlite::{Connection, Row, params};
 
-use super::devices::device_id;
+use super::devices::{cached, device_id};
 use super::{db, json_err, to_json};
+use halyard_protocol::DeviceId;
+
 use crate::model::{AuditEntry, Decision, Delta, DesiredRecord, Quarantine, Release, Rollout};
 use crate::store::{StepCommit, StoreError, StoreResult};
 
@@ -104,6 +106,15 @@ pub(super) fn desired(
     })
 }
 
+/// One device's last desired sequence number.
+pub(super) fn desired_seq(r: &Row<'_>) -> rusqlite::Result<(String, i64)> {
+    Ok((r.get(0)?, r.get(1)?))
+}
+
+pub(super) fn seq_of((device, seq): (String, i64)) -> StoreResult<(DeviceId, u64)> {
+    Ok((device_id(device)?, u64_of(seq)))
+}
+
 pub(super) fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         at: r.get(0)?,
@@ -115,19 +126,18 @@ pub(super) fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 }
 
 pub(super) fn put_desired(conn: &Connection, d: &DesiredRecord) -> StoreResult<()> {
-    let changed = conn
-        .execute(
-            "INSERT INTO desired (device, seq, rollout, envelope) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, rollout = excluded.rollout,
-                 envelope = excluded.envelope WHERE excluded.seq > desired.seq",
-            params![
-                d.device.as_str(),
-                i64_of(d.seq, "desired seq")?,
-                d.rollout,
-                d.envelope
-            ],
-        )
-        .map_err(db)?;
+    let changed = cached(
+        conn,
+        "INSERT INTO desired (device, seq, rollout, envelope) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, rollout = excluded.rollout,
+             envelope = excluded.envelope WHERE excluded.seq > desired.seq",
+        params![
+            d.device.as_str(),
+            i64_of(d.seq, "desired seq")?,
+            d.rollout,
+            d.envelope
+        ],
+    )?;
     if changed == 0 {
         return Err(StoreError::Conflict {
             what: "desired sequence",
@@ -162,11 +172,11 @@ pub(super) fn commit_step(conn: &Connection, id: &str, step: &StepCommit, now: i
         });
     }
     for d in &step.decisions {
-        conn.execute(
+        cached(
+            conn,
             "INSERT INTO decisions (rollout, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![id, d.at, d.kind, d.message],
-        )
-        .map_err(db)?;
+        )?;
     }
     for d in &step.desired {
         put_desired(conn, d)?;

@@ -10,7 +10,9 @@ use crate::model::{
     ApiToken, AuditEntry, Decision, Delta, DesiredRecord, Device, DeviceEvent, EnrollToken, NewDevice,
     Quarantine, Release, Rollout, Site,
 };
-use crate::store::{EnrollOutcome, Ingest, IngestItem, StepCommit, Store, StoreError, StoreResult};
+use crate::store::{
+    ChangeMark, EnrollOutcome, Ingest, IngestItem, RolloutRev, StepCommit, Store, StoreError, StoreResult,
+};
 
 impl SqliteStore {
     fn all<T, P: Params>(
@@ -26,7 +28,7 @@ impl SqliteStore {
     }
 
     fn exec<P: Params>(&self, sql: &str, p: P) -> StoreResult<usize> {
-        self.conn().execute(sql, p).map_err(db)
+        dv::cached(&self.conn(), sql, p)
     }
 
     fn tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
@@ -115,6 +117,23 @@ impl Store for SqliteStore {
             dv::device_row,
         )?;
         map_all(rows, dv::device)
+    }
+
+    fn devices_changed(&self, since: Option<ChangeMark>) -> StoreResult<(Vec<Device>, ChangeMark)> {
+        // Writers are serial and every write takes the next rev (migration 4), so a write that
+        // commits after this read gets a rev above the highest one this read sees.
+        let after = since.map_or(-1, |m| m.0);
+        let rows = self.all(
+            &format!(
+                "SELECT {}, rev FROM devices WHERE rev > ?1 ORDER BY rev",
+                dv::DEVICE_COLS
+            ),
+            params![after],
+            |r| Ok((dv::device_row(r)?, r.get::<_, i64>(10)?)),
+        )?;
+        let mark = rows.last().map_or(after.max(0), |(_, rev)| *rev);
+        let devices = map_all(rows.into_iter().map(|(d, _)| d).collect(), dv::device)?;
+        Ok((devices, ChangeMark(mark)))
     }
 
     fn set_device_labels(&self, id: &DeviceId, site: Option<&str>, tags: &[String]) -> StoreResult<()> {
@@ -313,6 +332,18 @@ impl Store for SqliteStore {
         rows.into_iter().next().map(ro::rollout).transpose()
     }
 
+    fn rollout_with_rev(&self, id: &str) -> StoreResult<Option<(Rollout, i64)>> {
+        let rows = self.all(
+            &format!("SELECT {}, rev FROM rollouts WHERE id = ?1", ro::ROLLOUT_COLS),
+            params![id],
+            |r| Ok((ro::rollout_row(r)?, r.get::<_, i64>(8)?)),
+        )?;
+        let Some((row, rev)) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some((ro::rollout(row)?, rev)))
+    }
+
     fn rollouts(&self) -> StoreResult<Vec<Rollout>> {
         let rows = self.all(
             &format!(
@@ -323,6 +354,20 @@ impl Store for SqliteStore {
             ro::rollout_row,
         )?;
         map_all(rows, ro::rollout)
+    }
+
+    fn rollout_revs(&self) -> StoreResult<Vec<RolloutRev>> {
+        self.all(
+            "SELECT id, status, rev FROM rollouts ORDER BY created_at, id",
+            [],
+            |r| {
+                Ok(RolloutRev {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                    rev: r.get(2)?,
+                })
+            },
+        )
     }
 
     fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<()> {
@@ -353,6 +398,11 @@ impl Store for SqliteStore {
             ro::desired_row,
         )?;
         map_all(rows, ro::desired)
+    }
+
+    fn desired_seqs(&self) -> StoreResult<Vec<(DeviceId, u64)>> {
+        let rows = self.all("SELECT device, seq FROM desired", [], ro::desired_seq)?;
+        map_all(rows, ro::seq_of)
     }
 
     fn desired_seq(&self, id: &DeviceId) -> StoreResult<u64> {
