@@ -46,8 +46,9 @@ pub struct App {
     pub wake: Notify,
     /// Wakes the rollout engine after device messages; coalesced to one pass per tick.
     pub reports: Notify,
-    /// Serializes engine steps and operator commands on rollouts.
-    pub engine_lock: Mutex<()>,
+    /// Serializes engine steps and operator commands on rollouts, and holds the engine's fleet view
+    /// between them.
+    pub engine_lock: Mutex<crate::desired::FleetView>,
     /// Whether this replica runs the rollout engine now.
     pub leader: crate::leader::Leadership,
     pub metrics: Metrics,

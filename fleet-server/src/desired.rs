@@ -11,8 +11,29 @@ use halyard_rollout::Action;
 use crate::app::App;
 use crate::engine::{DeviceMap, EngineError};
 use crate::model::{Delta, DesiredRecord, Device, Release};
-use crate::store::StoreError;
+use crate::store::{ChangeMark, StoreError};
 use crate::views;
+
+/// The engine's view of the fleet, kept between passes under the engine lock so a pass reads only
+/// what changed: the devices as of the last change-feed read ([`crate::store::Store::devices_changed`])
+/// and the last desired sequence number per device. Emptied after a failed pass, so the next one reads
+/// everything again (a stale sequence number shows up as a refused commit: the store never lowers one).
+#[derive(Debug, Default)]
+pub struct FleetView {
+    devices: DeviceMap,
+    mark: Option<ChangeMark>,
+    seqs: Option<HashMap<DeviceId, u64>>,
+    /// Rollouts the last pass read and did not change, by id.
+    pub(crate) rollouts: HashMap<String, crate::engine::Loaded>,
+}
+
+impl FleetView {
+    /// Reads the sequence numbers again on the next load (another replica may have issued some: an
+    /// operator command runs on whichever replica the operator reached).
+    pub fn forget_seqs(&mut self) {
+        self.seqs = None;
+    }
+}
 
 /// What the engine needs besides the rollout itself, loaded once per pass.
 #[derive(Debug, Default)]
@@ -23,11 +44,16 @@ pub struct Context {
     pub deltas: HashMap<String, Vec<Delta>>,
     /// The last desired sequence number issued per device.
     pub seqs: HashMap<DeviceId, u64>,
+    mark: Option<ChangeMark>,
 }
 
 impl Context {
-    pub async fn load(app: &App) -> Result<Self, StoreError> {
-        app.db(|s| {
+    /// Brings `view` up to date (taking it: it is only put back by [`Context::keep`], after a pass
+    /// that succeeded) and loads the rest.
+    pub async fn load(app: &App, view: &mut FleetView) -> Result<Self, StoreError> {
+        let mut devices = std::mem::take(&mut view.devices);
+        let (mark, seqs) = (view.mark.take(), view.seqs.take());
+        app.db(move |s| {
             let releases: HashMap<_, _> = s
                 .releases()?
                 .into_iter()
@@ -37,15 +63,29 @@ impl Context {
             for v in releases.keys() {
                 deltas.insert(v.clone(), s.deltas(v)?);
             }
+            let (changed, mark) = s.devices_changed(mark)?;
+            devices.extend(changed.into_iter().map(|d| (d.id.clone(), d)));
+            let seqs = match seqs {
+                Some(seqs) => seqs,
+                None => s.desired_seqs()?.into_iter().collect(),
+            };
             Ok(Self {
-                devices: s.devices()?.into_iter().map(|d| (d.id.clone(), d)).collect(),
+                devices,
                 sites: s.sites()?.iter().map(views::site).collect(),
                 releases,
                 deltas,
-                seqs: s.all_desired()?.into_iter().map(|d| (d.device, d.seq)).collect(),
+                seqs,
+                mark: Some(mark),
             })
         })
         .await
+    }
+
+    /// Hands the fleet view back for the next pass.
+    pub fn keep(self, view: &mut FleetView) {
+        view.devices = self.devices;
+        view.mark = self.mark;
+        view.seqs = Some(self.seqs);
     }
 }
 

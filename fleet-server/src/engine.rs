@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::app::{App, Outgoing};
-use crate::desired::{self, Context};
+use crate::desired::{self, Context, FleetView};
 use crate::model::{Decision, Quarantine, Rollout};
 use crate::selector::{Selector, SelectorError};
 use crate::store::{Fence, StepCommit, StoreError};
@@ -74,28 +74,84 @@ pub async fn tick(app: &App) -> Result<(), EngineError> {
     let Some(epoch) = app.leader.epoch() else {
         return Ok(());
     };
-    let _guard = app.engine_lock.lock().await;
-    let rollouts = app.db(|s| s.rollouts()).await?;
-    if !rollouts.iter().any(|r| is_active(&r.status)) {
+    let mut view = app.engine_lock.lock().await;
+    let out = pass(app, &mut view, epoch).await;
+    if out.is_err() {
+        // Whatever went wrong, the next pass starts from the store alone.
+        *view = FleetView::default();
+    }
+    out
+}
+
+async fn pass(app: &App, view: &mut FleetView, epoch: u64) -> Result<(), EngineError> {
+    let revs = app.db(|s| s.rollout_revs()).await?;
+    let active: Vec<_> = revs.into_iter().filter(|r| is_active(&r.status)).collect();
+    if active.is_empty() {
         return Ok(());
     }
-    let mut ctx = Context::load(app).await?;
-    for r in rollouts.iter().filter(|r| is_active(&r.status)) {
-        advance(app, r, &mut ctx, Trigger::Tick { epoch }).await?;
+    let mut ctx = Context::load(app, view).await?;
+    for head in active {
+        let loaded = match view.rollouts.remove(&head.id) {
+            Some(l) if l.rev == head.rev => l,
+            _ => match read(app, &head.id).await? {
+                Some(l) => l,
+                None => continue,
+            },
+        };
+        let committed = advance(app, &loaded, &mut ctx, Trigger::Tick { epoch }).await?;
+        if !committed {
+            // Unchanged: the next pass can reuse it as long as nobody else writes it.
+            view.rollouts.insert(head.id, loaded);
+        }
     }
+    ctx.keep(view);
     Ok(())
+}
+
+/// A rollout as the engine read it, spec and state parsed; kept in the [`FleetView`] while its row's
+/// revision stays the same, so an idle pass neither reads nor parses a state as large as the fleet.
+#[derive(Debug)]
+pub struct Loaded {
+    rev: i64,
+    rollout: Rollout,
+    spec: RolloutSpec,
+    state: RolloutState,
+}
+
+async fn read(app: &App, id: &str) -> Result<Option<Loaded>, EngineError> {
+    let wanted = id.to_owned();
+    let Some((rollout, rev)) = app.db(move |s| s.rollout_with_rev(&wanted)).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Loaded {
+        rev,
+        spec: parse(&rollout, "spec", &rollout.spec)?,
+        state: parse(&rollout, "state", &rollout.state)?,
+        rollout,
+    }))
 }
 
 /// Applies an operator command to a rollout (under the engine lock) and returns the stored result.
 pub async fn command(app: &App, id: &str, cmd: Command, actor: &str) -> Result<Rollout, EngineError> {
-    let _guard = app.engine_lock.lock().await;
-    let wanted = id.to_owned();
-    let r = app
-        .db(move |s| s.rollout(&wanted))
+    let mut view = app.engine_lock.lock().await;
+    // Another replica may have written the rollout or issued desired states since this one looked.
+    view.rollouts.remove(id);
+    view.forget_seqs();
+    let loaded = read(app, id)
         .await?
         .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-    let mut ctx = Context::load(app).await?;
-    advance(app, &r, &mut ctx, Trigger::Command(cmd, actor)).await?;
+    let mut ctx = match Context::load(app, &mut view).await {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            *view = FleetView::default();
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = advance(app, &loaded, &mut ctx, Trigger::Command(cmd, actor)).await {
+        *view = FleetView::default();
+        return Err(e);
+    }
+    ctx.keep(&mut view);
     let wanted = id.to_owned();
     app.db(move |s| s.rollout(&wanted))
         .await?
@@ -107,7 +163,7 @@ fn parse<T: serde::de::DeserializeOwned>(
     what: &'static str,
     v: &serde_json::Value,
 ) -> Result<T, EngineError> {
-    serde_json::from_value(v.clone()).map_err(|e| EngineError::Corrupt {
+    T::deserialize(v).map_err(|e| EngineError::Corrupt {
         id: r.id.clone(),
         what,
         reason: e.to_string(),
@@ -120,9 +176,9 @@ enum Trigger<'a> {
     Command(Command, &'a str),
 }
 
-async fn advance(app: &App, r: &Rollout, ctx: &mut Context, how: Trigger<'_>) -> Result<(), EngineError> {
-    let spec: RolloutSpec = parse(r, "spec", &r.spec)?;
-    let state: RolloutState = parse(r, "state", &r.state)?;
+/// Steps or commands one rollout; true when it stored a change.
+async fn advance(app: &App, l: &Loaded, ctx: &mut Context, how: Trigger<'_>) -> Result<bool, EngineError> {
+    let r = &l.rollout;
     let selector = Selector::parse(&r.selector)?;
     let product = ctx.releases.get(&r.version).map(|rel| rel.product.clone());
     let targets: Vec<_> = ctx
@@ -134,18 +190,18 @@ async fn advance(app: &App, r: &Rollout, ctx: &mut Context, how: Trigger<'_>) ->
     let now = Timestamp::from_second(app.now()).unwrap_or(Timestamp::UNIX_EPOCH);
     let (step, epoch) = match how {
         Trigger::Tick { epoch } => (
-            halyard_rollout::step(&spec, &state, &device_views, &ctx.sites, now),
+            halyard_rollout::step(&l.spec, &l.state, &device_views, &ctx.sites, now),
             Some(epoch),
         ),
         Trigger::Command(c, actor) => (
-            halyard_rollout::command(&spec, &state, c, actor, &device_views, &ctx.sites, now)?,
+            halyard_rollout::command(&l.spec, &l.state, c, actor, &device_views, &ctx.sites, now)?,
             None,
         ),
     };
-    let new_state = serde_json::to_value(&step.state).map_err(|e| EngineError::Seal(e.to_string()))?;
-    if step.actions.is_empty() && step.decisions.is_empty() && new_state == r.state {
-        return Ok(());
+    if step.actions.is_empty() && step.decisions.is_empty() && step.state == l.state {
+        return Ok(false);
     }
+    let new_state = serde_json::to_value(&step.state).map_err(|e| EngineError::Seal(e.to_string()))?;
     let mut commit = build_commit(app, r, &step, new_state, ctx)?;
     commit.fence = Fence {
         epoch,
@@ -156,7 +212,7 @@ async fn advance(app: &App, r: &Rollout, ctx: &mut Context, how: Trigger<'_>) ->
     app.db(move |s| s.commit_step(&id, &to_store, now_s)).await?;
     publish(app, &commit).await;
     record(app, r, &step, &commit);
-    Ok(())
+    Ok(true)
 }
 
 fn build_commit(

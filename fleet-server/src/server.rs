@@ -179,7 +179,7 @@ pub fn core(settings: Settings, public_url: String, broker_url: &str) -> Result<
         outgoing: out_tx,
         wake: Notify::new(),
         reports: Notify::new(),
-        engine_lock: Mutex::new(()),
+        engine_lock: Mutex::new(Default::default()),
         leader: crate::leader::Leadership::new(),
         metrics: Metrics::default(),
         delta_jobs: tokio::sync::Semaphore::new(1),
