@@ -81,6 +81,7 @@ pub fn run(s: &Scenario, work: &Path, say: &mut dyn FnMut(String)) -> Result<(Ru
     let wall = Instant::now();
     let tun = &s.tunables;
     let (mut world, _devices) = build(s, work)?;
+    world.wall.setup = wall.elapsed();
     let mut sampler = Sampler {
         every: tun.sample.secs().max(1),
         live: crate::live::Live::new(world.devices.len() as u64, false),
@@ -231,6 +232,9 @@ fn shared(s: &Scenario, fleet: &Fleet, server: &VServer, work: &Path) -> Result<
     }))
 }
 
+/// Makes and enrolls every device, [`ENROLL_THREADS`] at a time over the real API (enrollment is the
+/// set-up's cost: two HTTP calls, a key and a data directory per device), then adds them to the world
+/// in index order, so the run does not depend on which thread finished first.
 fn enroll_all(
     s: &Scenario,
     dirs: &Path,
@@ -238,30 +242,70 @@ fn enroll_all(
     world: &mut World,
     control: &crate::control::Control,
 ) -> Result<(), VirtError> {
-    let mut i = 0usize;
-    for g in &s.devices {
-        for k in 0..g.count {
-            let name = format!("{}-{}-{k}", g.site, g.hw);
-            let mut dev = VDevice::new(
-                (i, name.clone(), g.site.clone(), g.hw.clone()),
-                key_seed(s.seed, i),
-                &dirs.join(&name),
-                shared.clone(),
-                behaviors(s, &g.hw, i),
-                DeviceClock::new(world.time.clone()),
-                Link::new(super::mix(s.seed, i as u64 ^ 0x11)),
-            )
-            .map_err(err)?;
-            let token = control.enroll_token(Some(&g.site), &[]).map_err(err)?;
-            let key = base64::engine::general_purpose::STANDARD.encode(dev.public_key());
-            let (_, pem, _) = control.enroll_device(&token, &key, &g.hw).map_err(err)?;
-            dev.enrolled(server_key(&pem)?);
-            let jitter = (super::mix(s.seed, i as u64) % s.tunables.boot.0.max(1)) as i64;
-            world.add(dev, jitter);
-            i += 1;
-        }
+    let specs: Vec<_> = s
+        .devices
+        .iter()
+        .flat_map(|g| (0..g.count).map(move |k| (format!("{}-{}-{k}", g.site, g.hw), g)))
+        .collect();
+    let per = specs.len().div_ceil(ENROLL_THREADS).max(1);
+    let time = world.time.clone();
+    let made = std::thread::scope(|scope| {
+        let workers: Vec<_> = specs
+            .chunks(per)
+            .enumerate()
+            .map(|(n, chunk)| {
+                let time = time.clone();
+                scope.spawn(move || -> Result<Vec<VDevice>, VirtError> {
+                    let mut out = Vec::with_capacity(chunk.len());
+                    for (k, (name, g)) in chunk.iter().enumerate() {
+                        let i = n * per + k;
+                        out.push(enroll_one(s, (i, name, g), dirs, shared, &time, control)?);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(err("an enrollment thread panicked")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    for (i, dev) in made.into_iter().flatten().enumerate() {
+        let jitter = (super::mix(s.seed, i as u64) % s.tunables.boot.0.max(1)) as i64;
+        world.add(dev, jitter);
     }
     Ok(())
+}
+
+/// Enrollment runs on this many threads (the server's HTTP runtime has two workers).
+const ENROLL_THREADS: usize = 4;
+
+fn enroll_one(
+    s: &Scenario,
+    (i, name, g): (usize, &str, &crate::scenario::DeviceGroup),
+    dirs: &Path,
+    shared: &Arc<Shared>,
+    time: &VirtualTime,
+    control: &crate::control::Control,
+) -> Result<VDevice, VirtError> {
+    let mut dev = VDevice::new(
+        (i, name.to_owned(), g.site.clone(), g.hw.clone()),
+        key_seed(s.seed, i),
+        &dirs.join(name),
+        shared.clone(),
+        behaviors(s, &g.hw, i),
+        DeviceClock::new(time.clone()),
+        Link::new(super::mix(s.seed, i as u64 ^ 0x11)),
+    )
+    .map_err(err)?;
+    let token = control.enroll_token(Some(&g.site), &[]).map_err(err)?;
+    let key = base64::engine::general_purpose::STANDARD.encode(dev.public_key());
+    let (_, pem, _) = control.enroll_device(&token, &key, &g.hw).map_err(err)?;
+    dev.enrolled(server_key(&pem)?);
+    Ok(dev)
 }
 
 /// The server's data directory and the devices' (removed with the run): in memory (/dev/shm) when the
@@ -348,6 +392,17 @@ fn finish(
         all_on_since: crate::run::all_on_since(&sampler.timeline, total),
     };
     let verdicts = crate::run::verdicts(&s.expect, &observed);
+    if std::env::var_os("HALYARD_SIM_PROFILE").is_some() {
+        let w = world.wall;
+        eprintln!(
+            "wall {:.1} s: set-up {:.1} s, device steps {:.1} s, ingest {:.1} s, engine {:.1} s",
+            wall.elapsed().as_secs_f64(),
+            w.setup.as_secs_f64(),
+            w.device_steps.as_secs_f64(),
+            w.ingest.as_secs_f64(),
+            w.engine.as_secs_f64()
+        );
+    }
     Ok(RunReport {
         scenario: s.name.clone(),
         seed: s.seed,

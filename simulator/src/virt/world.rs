@@ -82,6 +82,18 @@ pub struct World {
     threads: usize,
     pub log: EventLog,
     pub stats: Stats,
+    /// Wall time by part of the loop (not in the results: they must not depend on the machine).
+    pub wall: WallTimes,
+}
+
+/// Where the wall time of a run went, for `HALYARD_SIM_PROFILE=1`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WallTimes {
+    /// Server, releases and enrolled devices.
+    pub setup: std::time::Duration,
+    pub device_steps: std::time::Duration,
+    pub ingest: std::time::Duration,
+    pub engine: std::time::Duration,
 }
 
 impl World {
@@ -111,6 +123,7 @@ impl World {
             threads: steps::threads(),
             log: EventLog::default(),
             stats: Stats::default(),
+            wall: WallTimes::default(),
         }
     }
 
@@ -239,11 +252,15 @@ impl World {
             && let Some(server) = &self.server
         {
             self.stats.messages += inbound.len() as u64;
+            let started = std::time::Instant::now();
             self.stats.refused += server.ingest(inbound) as u64;
+            self.wall.ingest += started.elapsed();
             self.wake_engine((t + 1).max(self.engine_ran + self.timing.engine_tick));
         }
         if engine && self.server.is_some() {
+            let started = std::time::Instant::now();
             self.engine_step(t)?;
+            self.wall.engine += started.elapsed();
         }
         Ok(())
     }
@@ -330,7 +347,9 @@ impl World {
         let acts = std::mem::take(&mut group.acts);
         let indices: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
         let (threads, up, down) = (self.threads, self.broker_up, self.timing.down);
+        let started = std::time::Instant::now();
         let results = steps::run_all(jobs, &mut self.devices, threads, up, down);
+        self.wall.device_steps += started.elapsed();
         for ((i, act), done) in indices.into_iter().zip(acts).zip(results) {
             self.stats.device_steps += 1;
             if act == Act::Reconnect && self.retained[i].is_some() {
@@ -436,11 +455,11 @@ impl World {
         self.stats.engine_steps += 1;
         self.engine_ran = t;
         let published = server.engine_step()?;
-        // One read of the rollouts (their state is as large as the fleet) for both questions.
+        // Ids and statuses only: a rollout's state is as large as the fleet.
         let rollouts = server
             .app
             .store
-            .rollouts()
+            .rollout_revs()
             .map_err(|e| VServerError(e.to_string()))?;
         let active = rollouts
             .iter()
@@ -481,7 +500,7 @@ impl World {
 
 fn new_decisions(
     server: &VServer,
-    mut rollouts: Vec<halyard_server::model::Rollout>,
+    mut rollouts: Vec<halyard_server::store::RolloutRev>,
     seen: &mut HashMap<String, usize>,
 ) -> Result<Vec<halyard_server::model::Decision>, VServerError> {
     let store = &server.app.store;
