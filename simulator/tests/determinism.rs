@@ -38,6 +38,15 @@ fn same_seed_same_event_log_byte_for_byte() {
     assert_ne!(a, c, "another seed should pick other canaries and timings");
 }
 
+/// Groups of device steps that ran on several threads, from the run's results.json.
+fn parallel_groups(out: &Path) -> u64 {
+    let text = std::fs::read_to_string(out.join("results.json")).unwrap();
+    let results: serde_json::Value = serde_json::from_str(&text).unwrap();
+    results["simulated"]["stats"]["parallel_groups"]
+        .as_u64()
+        .expect("simulated.stats.parallel_groups in results.json")
+}
+
 /// Device steps of one instant run on several threads; the log must not depend on how many.
 #[test]
 fn the_event_log_does_not_depend_on_the_number_of_threads() {
@@ -46,6 +55,11 @@ fn the_event_log_does_not_depend_on_the_number_of_threads() {
     let one = run_on(&file, &dir.path().join("one"), None, Some("1"));
     let three = run_on(&file, &dir.path().join("three"), None, Some("3"));
     assert!(one.contains("power cut"), "{one}");
+    assert_eq!(parallel_groups(&dir.path().join("one")), 0, "one thread");
+    assert!(
+        parallel_groups(&dir.path().join("three")) > 0,
+        "no instant had enough device steps for the threaded path: the comparison proves nothing"
+    );
     assert!(
         one == three,
         "logs differ:\n--- 1 thread\n{one}\n--- 3 threads\n{three}"

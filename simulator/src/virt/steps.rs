@@ -63,6 +63,11 @@ pub(super) fn run(dev: &mut VDevice, job: Job, broker_up: bool, down: Downtime) 
     Done { step, will }
 }
 
+/// Whether a group of `jobs` steps runs on several threads (`threads` available).
+pub(super) fn parallel(threads: usize, jobs: usize) -> bool {
+    threads > 1 && jobs >= PARALLEL_MIN
+}
+
 /// Runs every job (at most one per device) on up to `threads` threads; results in the jobs' order.
 pub(super) fn run_all(
     jobs: Vec<(usize, Job)>,
@@ -71,7 +76,7 @@ pub(super) fn run_all(
     broker_up: bool,
     down: Downtime,
 ) -> Vec<Done> {
-    if threads <= 1 || jobs.len() < PARALLEL_MIN {
+    if !parallel(threads, jobs.len()) {
         return jobs
             .into_iter()
             .map(|(i, job)| run(&mut devices[i], job, broker_up, down))

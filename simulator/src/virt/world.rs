@@ -38,6 +38,8 @@ pub struct Stats {
     pub refused: u64,
     pub engine_steps: u64,
     pub desired_sent: u64,
+    /// Groups of device steps that ran on several threads (never in the event log).
+    pub parallel_groups: u64,
 }
 
 /// Timing of the simulated world.
@@ -345,6 +347,7 @@ impl World {
         group.members.clear();
         let jobs = std::mem::take(&mut group.jobs);
         let acts = std::mem::take(&mut group.acts);
+        self.stats.parallel_groups += u64::from(steps::parallel(self.threads, jobs.len()));
         let indices: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
         let (threads, up, down) = (self.threads, self.broker_up, self.timing.down);
         let started = std::time::Instant::now();
