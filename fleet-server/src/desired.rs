@@ -25,9 +25,20 @@ pub struct FleetView {
     seqs: Option<HashMap<DeviceId, u64>>,
     /// Rollouts the last pass read and did not change, by id.
     pub(crate) rollouts: HashMap<String, crate::engine::Loaded>,
+    /// The lease epoch the view was kept under: another leader may have issued desired states
+    /// between two terms of this one.
+    pub(crate) epoch: Option<u64>,
 }
 
 impl FleetView {
+    /// An empty view for lease term `epoch`.
+    pub fn for_term(epoch: u64) -> Self {
+        Self {
+            epoch: Some(epoch),
+            ..Self::default()
+        }
+    }
+
     /// Reads the sequence numbers again on the next load (another replica may have issued some: an
     /// operator command runs on whichever replica the operator reached).
     pub fn forget_seqs(&mut self) {

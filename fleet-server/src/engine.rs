@@ -75,10 +75,14 @@ pub async fn tick(app: &App) -> Result<(), EngineError> {
         return Ok(());
     };
     let mut view = app.engine_lock.lock().await;
+    if view.epoch != Some(epoch) {
+        // A new term: nothing this replica remembers from an earlier one is trusted.
+        *view = FleetView::for_term(epoch);
+    }
     let out = pass(app, &mut view, epoch).await;
     if out.is_err() {
         // Whatever went wrong, the next pass starts from the store alone.
-        *view = FleetView::default();
+        *view = FleetView::for_term(epoch);
     }
     out
 }
