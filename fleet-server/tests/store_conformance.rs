@@ -45,8 +45,8 @@ const CHECKS: &[Check] = &[
         changes::every_device_write_is_in_the_feed,
     ),
     (
-        "refused_messages_are_not_changes",
-        changes::refused_messages_are_not_changes,
+        "a_replay_does_not_touch_the_row",
+        changes::a_replay_does_not_touch_the_row,
     ),
     (
         "desired_seqs_are_the_last_issued",

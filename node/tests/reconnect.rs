@@ -135,6 +135,27 @@ fn gated_proxy(open: mpsc::Receiver<()>) -> u16 {
     port
 }
 
+/// The agent's MQTT client publishing to `topic` through the proxy on `port`, reconnecting after
+/// `backoff` (min, max) milliseconds.
+fn publisher(port: u16, topic: &str, (min, max): (u64, u64)) -> Mqtt {
+    let settings = MqttSettings {
+        host: "127.0.0.1".into(),
+        port,
+        tls_ca: None,
+        credentials: None,
+        keep_alive: Duration::from_secs(30),
+        tick: Duration::from_millis(50),
+        reconnect_min: Duration::from_millis(min),
+        reconnect_max: Duration::from_millis(max),
+    };
+    Mqtt::start(
+        &settings,
+        &format!("pub-{topic}"),
+        &topic.replace("/events", "/desired"),
+        Box::new(|| None),
+    )
+}
+
 fn broker_up() -> bool {
     let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
     if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
@@ -155,22 +176,7 @@ fn publications_beyond_the_full_queue_wait_and_all_go_out_in_order() {
     let (_watch, rx) = watch(&topic);
 
     let (open, gate) = mpsc::channel();
-    let settings = MqttSettings {
-        host: "127.0.0.1".into(),
-        port: gated_proxy(gate),
-        tls_ca: None,
-        credentials: None,
-        keep_alive: Duration::from_secs(30),
-        tick: Duration::from_millis(50),
-        reconnect_min: Duration::from_millis(100),
-        reconnect_max: Duration::from_millis(500),
-    };
-    let mqtt = Mqtt::start(
-        &settings,
-        &format!("pub-{topic}"),
-        &topic.replace("/events", "/desired"),
-        Box::new(|| None),
-    );
+    let mqtt = publisher(gated_proxy(gate), &topic, (100, 500));
     let queued = Arc::new(AtomicUsize::new(0));
     let publisher = {
         let (queued, topic) = (queued.clone(), topic.clone());
@@ -256,22 +262,7 @@ fn publications_in_flight_when_the_connection_drops_arrive_after_the_reconnect()
     let topic = format!("halyard/v1/devices/drop-test-{}/events", std::process::id());
     let (_watch, arrivals) = watch(&topic);
     let proxy = Proxy::default();
-    let settings = MqttSettings {
-        host: "127.0.0.1".into(),
-        port: proxy.clone().start(),
-        tls_ca: None,
-        credentials: None,
-        keep_alive: Duration::from_secs(30),
-        tick: Duration::from_millis(50),
-        reconnect_min: Duration::from_millis(300),
-        reconnect_max: Duration::from_millis(600),
-    };
-    let mqtt = Mqtt::start(
-        &settings,
-        &format!("pub-{topic}"),
-        &topic.replace("/events", "/desired"),
-        Box::new(|| None),
-    );
+    let mqtt = publisher(proxy.clone().start(), &topic, (300, 600));
     let publish = |i: usize| {
         mqtt.publish(Publication {
             topic: topic.clone(),
