@@ -25,9 +25,18 @@ pub struct Control {
 
 impl Control {
     pub fn new(base: &str, token: &str) -> Self {
+        // Timeouts per phase, not one global one: with a global timeout ureq resolves every new
+        // connection's address on a thread of its own. The pool keeps a connection for each of the
+        // simulator's enrollment threads (ureq keeps 3 per host by default).
+        let limit = Some(Duration::from_secs(120));
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_send_request(limit)
+            .timeout_send_body(limit)
+            .timeout_recv_response(limit)
+            .timeout_recv_body(limit)
+            .max_idle_connections_per_host(16)
             .build();
         Self {
             base: base.trim_end_matches('/').to_owned(),

@@ -153,8 +153,11 @@ fn stamp(w: &World) -> String {
     format!("[+{:.1} h]", (w.now() - w.start) as f64 / 3600.0)
 }
 
+/// A rollout's status. Checked after every instant, so it reads ids and statuses only: a rollout's
+/// state is as large as the fleet.
 fn status(w: &World, id: &str) -> Option<String> {
-    w.server()?.app.store.rollout(id).ok().flatten().map(|r| r.status)
+    let revs = w.server()?.app.store.rollout_revs().ok()?;
+    revs.into_iter().find(|r| r.id == id).map(|r| r.status)
 }
 
 fn schedule_faults(world: &mut World, s: &Scenario, rollout: Option<&str>, from: i64) {
