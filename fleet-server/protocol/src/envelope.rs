@@ -149,29 +149,59 @@ impl Envelope {
 
     /// Checks the signature with `key`.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), EnvelopeError> {
+        key.verify_strict(&self.signed_bytes(), &self.signature()?)
+            .map_err(|_| self.bad_signature())
+    }
+
+    /// The signature, decoded from base64.
+    pub(crate) fn signature(&self) -> Result<Signature, EnvelopeError> {
         let raw = B64
             .decode(&self.sig)
             .map_err(|_| EnvelopeError::SignatureEncoding)?;
         let raw: [u8; 64] = raw.try_into().map_err(|_| EnvelopeError::SignatureEncoding)?;
-        key.verify_strict(&self.signed_bytes(), &Signature::from_bytes(&raw))
-            .map_err(|_| EnvelopeError::BadSignature {
-                kind: self.kind,
-                device: self.device.clone(),
-                seq: self.seq,
-            })
+        Ok(Signature::from_bytes(&raw))
+    }
+
+    pub(crate) fn bad_signature(&self) -> EnvelopeError {
+        EnvelopeError::BadSignature {
+            kind: self.kind,
+            device: self.device.clone(),
+            seq: self.seq,
+        }
+    }
+
+    /// Verifies the signature; the result opens the body.
+    pub fn check(&self, key: &VerifyingKey) -> Result<Checked<'_>, EnvelopeError> {
+        self.verify(key).map(|()| Checked(self))
     }
 
     /// Verifies the signature, then the kind, then parses the body: nothing unverified is parsed.
     pub fn open<P: Payload>(&self, key: &VerifyingKey) -> Result<P, EnvelopeError> {
-        self.verify(key)?;
-        if self.kind != P::KIND {
+        self.check(key)?.open()
+    }
+}
+
+/// An envelope whose signature checked out ([`Envelope::check`], or `batch::verify_many`): the only
+/// way to a body besides [`Envelope::open`], so nothing unverified is parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a>(pub(crate) &'a Envelope);
+
+impl<'a> Checked<'a> {
+    pub fn envelope(&self) -> &'a Envelope {
+        self.0
+    }
+
+    /// Checks the kind, then parses the body.
+    pub fn open<P: Payload>(&self) -> Result<P, EnvelopeError> {
+        let env = self.0;
+        if env.kind != P::KIND {
             return Err(EnvelopeError::WrongKind {
                 expected: P::KIND,
-                found: self.kind,
+                found: env.kind,
             });
         }
-        serde_json::from_str(&self.body).map_err(|source| EnvelopeError::Body {
-            kind: self.kind,
+        serde_json::from_str(&env.body).map_err(|source| EnvelopeError::Body {
+            kind: env.kind,
             source,
         })
     }

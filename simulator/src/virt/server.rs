@@ -115,24 +115,26 @@ impl VServer {
     pub fn ingest(&self, messages: Vec<(String, Vec<u8>)>) -> usize {
         let app = self.app.clone();
         self.rt.block_on(async move {
-            let mut checks = Vec::with_capacity(messages.len());
-            for (topic, payload) in messages {
-                let app = app.clone();
-                checks.push(tokio::spawn(async move {
-                    let (device, topic) = Topic::parse(&topic)?;
-                    let r = halyard_server::ingest::verify(&app, &device, topic, &payload).await;
-                    if let Err(e) = &r {
-                        halyard_server::ingest::reject(&app, &device, e);
-                    }
-                    r.ok()
-                }));
-            }
-            let mut batch = Vec::with_capacity(checks.len());
+            let mut raw = Vec::with_capacity(messages.len());
             let mut refused = 0;
-            for c in checks {
-                match c.await.ok().flatten() {
-                    Some(v) => batch.push(v),
+            for (topic, payload) in messages {
+                match Topic::parse(&topic) {
+                    Some((device, topic)) => raw.push((device, topic, payload)),
                     None => refused += 1,
+                }
+            }
+            let devices: Vec<_> = raw.iter().map(|(d, _, _)| d.clone()).collect();
+            let mut batch = Vec::with_capacity(raw.len());
+            for (device, r) in devices
+                .iter()
+                .zip(halyard_server::ingest::verify_batch(&app, raw).await)
+            {
+                match r {
+                    Ok(v) => batch.push(v),
+                    Err(e) => {
+                        halyard_server::ingest::reject(&app, device, &e);
+                        refused += 1;
+                    }
                 }
             }
             for chunk in chunks(batch, 2000) {
