@@ -213,6 +213,25 @@ fn enroll_tokens(server: &Server) {
         listed.lines().any(|l| l.starts_with(id) && l.contains("beta")),
         "{listed}"
     );
+    // A batch: every secret once, one a line, each a distinct listed token of the site.
+    let text = ok(server.ctl(&["enroll-tokens", "create", "--site", "store-7", "--count", "3"]));
+    let secrets: Vec<&str> = text.lines().skip(1).collect();
+    assert!(text.starts_with("created 3 enrollment tokens"), "{text}");
+    assert_eq!(secrets.len(), 3, "{text}");
+    assert!(secrets.iter().all(|s| s.starts_with("hly_enr_")), "{text}");
+    assert_eq!(secrets.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
+    let listed = ok(server.ctl(&["enroll-tokens", "list"]));
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("store-7")).count(),
+        3,
+        "{listed}"
+    );
+    let many = ok_json(server.ctl(&["--json", "enroll-tokens", "create", "--count", "2"]));
+    assert_eq!(many["tokens"].as_array().map(Vec::len), Some(2), "{many}");
+    for bad in ["0", "1001"] {
+        let err = fails(server.ctl(&["enroll-tokens", "create", "--count", bad]), 1);
+        assert!(err.contains("count must be 1 to 1000"), "{err}");
+    }
 }
 
 /// Fleet, devices, audit.

@@ -45,6 +45,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/tokens/{id}"),
     ("post", "/api/v1/enroll-tokens"),
     ("get", "/api/v1/enroll-tokens"),
+    ("post", "/api/v1/enroll-tokens/batch"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/whoami"),
     ("get", "/api/v1/fleet"),

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::DecodePrivateKey;
 use halyard_ota::keys::{KeyError, PrivateKey};
 use halyard_protocol::DeviceId;
 
@@ -84,8 +83,7 @@ impl Identity {
 
     /// The key, for signing envelopes.
     pub fn signing_key(&self) -> SigningKey {
-        SigningKey::from_pkcs8_pem(&self.key.to_pem())
-            .expect("a PEM written by PrivateKey::to_pem is valid PKCS#8 for the same key")
+        self.key.to_signing_key()
     }
 
     /// The raw public key (registered at enrollment).

@@ -261,6 +261,11 @@ impl PrivateKey {
             .to_string()
     }
 
+    /// A copy of the key for `ed25519-dalek` APIs (the agent's envelope signing).
+    pub fn to_signing_key(&self) -> SigningKey {
+        self.key.clone()
+    }
+
     /// The matching public key.
     pub fn public(&self) -> PublicKey {
         PublicKey {

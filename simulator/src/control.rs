@@ -150,6 +150,22 @@ impl Control {
             })
     }
 
+    /// `count` (at most 1,000) one-time enrollment tokens for `site`, in one call.
+    pub fn enroll_tokens(&self, site: Option<&str>, count: usize) -> Result<Vec<String>, ControlError> {
+        let path = "/api/v1/enroll-tokens/batch";
+        let v: Value = self.post(path, &serde_json::json!({"site": site, "count": count}))?;
+        let tokens: Option<Vec<String>> = v["tokens"].as_array().map(|a| {
+            a.iter()
+                .filter_map(|t| t["token"].as_str().map(str::to_owned))
+                .collect()
+        });
+        tokens.filter(|t| t.len() == count).ok_or_else(|| ControlError {
+            method: "POST",
+            path: path.into(),
+            reason: format!("expected {count} tokens, got {v}"),
+        })
+    }
+
     /// Device-side enrollment (no bearer token): returns (device id, server key PEM, broker URL).
     pub fn enroll_device(
         &self,

@@ -94,19 +94,85 @@ pub async fn make_enroll_token(
     tags: Vec<String>,
     ttl_secs: Option<u64>,
 ) -> ApiResult<(String, EnrollToken)> {
-    let secret = new_token("hly_enr_").map_err(secret_err)?;
+    let mut made = make_enroll_tokens(app, site, tags, ttl_secs, 1).await?;
+    made.pop()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no token was made"))
+}
+
+/// Creates `count` one-time enrollment tokens alike, stored in one call to the store.
+async fn make_enroll_tokens(
+    app: &App,
+    site: Option<String>,
+    tags: Vec<String>,
+    ttl_secs: Option<u64>,
+    count: usize,
+) -> ApiResult<Vec<(String, EnrollToken)>> {
     let now = app.now();
-    let info = EnrollToken {
-        id: token_id(&secret),
-        site,
-        tags,
-        created_at: now,
-        expires_at: ttl_secs.map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64)),
-        used_by: None,
-    };
-    let (hash, stored) = (token_hash(&secret), info.clone());
-    app.db(move |s| s.put_enroll_token(&hash, &stored)).await?;
-    Ok((secret, info))
+    let mut made = Vec::with_capacity(count);
+    for _ in 0..count {
+        let secret = new_token("hly_enr_").map_err(secret_err)?;
+        let info = EnrollToken {
+            id: token_id(&secret),
+            site: site.clone(),
+            tags: tags.clone(),
+            created_at: now,
+            expires_at: ttl_secs.map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64)),
+            used_by: None,
+        };
+        made.push((secret, info));
+    }
+    let stored: Vec<(String, EnrollToken)> = made.iter().map(|(s, i)| (token_hash(s), i.clone())).collect();
+    app.db(move |s| {
+        stored
+            .iter()
+            .try_for_each(|(hash, info)| s.put_enroll_token(hash, info))
+    })
+    .await?;
+    Ok(made)
+}
+
+/// Most tokens one batch request makes.
+pub const MAX_TOKEN_BATCH: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+pub struct NewEnrollTokens {
+    #[serde(flatten)]
+    like: NewEnrollToken,
+    count: usize,
+}
+
+/// `POST /api/v1/enroll-tokens/batch`: up to [`MAX_TOKEN_BATCH`] tokens alike, for a production line
+/// or a simulated fleet; one audit entry names them all.
+pub async fn create_enroll_tokens(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<NewEnrollTokens>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let caller = Caller::require(&app, &headers, Role::Operator).await?;
+    if !(1..=MAX_TOKEN_BATCH).contains(&req.count) {
+        return Err(ApiError::bad_request(format!(
+            "count must be 1 to {MAX_TOKEN_BATCH}, not {}",
+            req.count
+        )));
+    }
+    let NewEnrollToken { site, tags, ttl_secs } = req.like;
+    let made = make_enroll_tokens(&app, site, tags, ttl_secs, req.count).await?;
+    let ids: Vec<&str> = made.iter().map(|(_, i)| i.id.as_str()).collect();
+    let detail = format!(
+        "count={} site={:?} tags={:?} ids={}",
+        made.len(),
+        made[0].1.site,
+        made[0].1.tags,
+        ids.join(",")
+    );
+    caller
+        .audit(&app, "enroll_token.create_batch", ids[0], detail)
+        .await?;
+    let tokens: Vec<serde_json::Value> = made
+        .into_iter()
+        .map(|(token, info)| serde_json::json!({"token": token, "info": info}))
+        .collect();
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "tokens": tokens }))))
 }
 
 pub async fn create_enroll_token(

@@ -128,6 +128,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/v1/enroll-tokens",
             get(admin::enroll_tokens).post(admin::create_enroll_token),
         )
+        .route("/api/v1/enroll-tokens/batch", post(admin::create_enroll_tokens))
         .route("/api/v1/audit", get(admin::audit))
         .route("/api/v1/broker/mosquitto", get(admin::mosquitto))
         .merge(crate::dashboard::router())

@@ -1,5 +1,5 @@
 //! `halyardctl tokens list|create|revoke` (operator API tokens) and
-//! `halyardctl enroll-tokens create|list` (one-time device enrollment tokens).
+//! `halyardctl enroll-tokens create [--count N]|list` (one-time device enrollment tokens).
 
 use clap::Subcommand;
 use serde::Deserialize;
@@ -46,6 +46,9 @@ pub enum EnrollTokensCmd {
         /// Lifetime in seconds (none = no expiry)
         #[arg(long, value_name = "SECS")]
         ttl: Option<u64>,
+        /// Make this many tokens alike (at most 1000), one secret a line
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
     },
     /// List enrollment tokens
     List,
@@ -94,7 +97,12 @@ pub fn run(ctx: &Ctx, cmd: TokensCmd) -> Result<(), CtlError> {
 /// Runs an `enroll-tokens` subcommand.
 pub fn run_enroll(ctx: &Ctx, cmd: EnrollTokensCmd) -> Result<(), CtlError> {
     match cmd {
-        EnrollTokensCmd::Create { site, tags, ttl } => {
+        EnrollTokensCmd::Create {
+            site,
+            tags,
+            ttl,
+            count,
+        } => {
             let mut body = json!({ "tags": tags });
             if let Some(site) = site {
                 body["site"] = json!(site);
@@ -102,21 +110,55 @@ pub fn run_enroll(ctx: &Ctx, cmd: EnrollTokensCmd) -> Result<(), CtlError> {
             if let Some(ttl) = ttl {
                 body["ttl_secs"] = json!(ttl);
             }
-            let answer = ctx
-                .client
-                .send_json(Method::POST, "/api/v1/enroll-tokens", &body)?;
-            ctx.show(&answer, |v| {
-                let created: Created<EnrollToken> = decode(v, "enrollment token")?;
-                Ok(format!(
-                    "created enrollment token {} (expires {}); the secret is shown only now:\n{}\n",
-                    created.info.id,
-                    created.info.expires_at.map_or_else(|| "never".to_owned(), time),
-                    created.token
-                ))
-            })
+            match count {
+                Some(n) => create_many(ctx, body, n),
+                None => create_one(ctx, &body),
+            }
         }
         EnrollTokensCmd::List => ctx.show(&ctx.client.get("/api/v1/enroll-tokens")?, render_enroll_tokens),
     }
+}
+
+fn create_one(ctx: &Ctx, body: &Value) -> Result<(), CtlError> {
+    let answer = ctx
+        .client
+        .send_json(Method::POST, "/api/v1/enroll-tokens", body)?;
+    ctx.show(&answer, |v| {
+        let created: Created<EnrollToken> = decode(v, "enrollment token")?;
+        Ok(format!(
+            "created enrollment token {} (expires {}); the secret is shown only now:\n{}\n",
+            created.info.id,
+            created.info.expires_at.map_or_else(|| "never".to_owned(), time),
+            created.token
+        ))
+    })
+}
+
+/// `{"tokens": [...]}` answers of the batch call.
+#[derive(Debug, Deserialize)]
+struct CreatedMany {
+    tokens: Vec<Created<EnrollToken>>,
+}
+
+fn create_many(ctx: &Ctx, mut body: Value, count: usize) -> Result<(), CtlError> {
+    body["count"] = json!(count);
+    let answer = ctx
+        .client
+        .send_json(Method::POST, "/api/v1/enroll-tokens/batch", &body)?;
+    ctx.show(&answer, |v| {
+        let created: CreatedMany = decode(v, "enrollment tokens")?;
+        let expires = created.tokens.first().and_then(|c| c.info.expires_at);
+        let mut out = format!(
+            "created {} enrollment tokens (expire {}); the secrets are shown only now, one a line:\n",
+            created.tokens.len(),
+            expires.map_or_else(|| "never".to_owned(), time),
+        );
+        for c in &created.tokens {
+            out.push_str(&c.token);
+            out.push('\n');
+        }
+        Ok(out)
+    })
 }
 
 /// The API token table.

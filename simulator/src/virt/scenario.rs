@@ -2,7 +2,7 @@
 //! faults at their times, rollouts one after the other, `expect` checked at the end. Returns the
 //! report and the event log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -236,8 +236,9 @@ fn shared(s: &Scenario, fleet: &Fleet, server: &VServer, work: &Path) -> Result<
 }
 
 /// Makes and enrolls every device, [`ENROLL_THREADS`] at a time over the real API (enrollment is the
-/// set-up's cost: two HTTP calls, a key and a data directory per device), then adds them to the world
-/// in index order, so the run does not depend on which thread finished first.
+/// set-up's cost: a key, a data directory and the device's own enrollment call per device; the
+/// tokens come a thousand to a call), then adds them to the world in index order, so the run does
+/// not depend on which thread finished first.
 fn enroll_all(
     s: &Scenario,
     dirs: &Path,
@@ -250,6 +251,14 @@ fn enroll_all(
         .iter()
         .flat_map(|g| (0..g.count).map(move |k| (format!("{}-{}-{k}", g.site, g.hw), g)))
         .collect();
+    let mut tokens = site_tokens(&specs, control)?;
+    let specs: Vec<_> = specs
+        .into_iter()
+        .map(|(name, g)| {
+            let token = tokens.get_mut(&g.site).and_then(Vec::pop).unwrap_or_default();
+            (name, g, token)
+        })
+        .collect();
     let per = specs.len().div_ceil(ENROLL_THREADS).max(1);
     let time = world.time.clone();
     let made = std::thread::scope(|scope| {
@@ -260,9 +269,10 @@ fn enroll_all(
                 let time = time.clone();
                 scope.spawn(move || -> Result<Vec<VDevice>, VirtError> {
                     let mut out = Vec::with_capacity(chunk.len());
-                    for (k, (name, g)) in chunk.iter().enumerate() {
+                    for (k, (name, g, token)) in chunk.iter().enumerate() {
                         let i = n * per + k;
-                        out.push(enroll_one(s, (i, name, g), dirs, shared, &time, control)?);
+                        let made = enroll_one(s, (i, name, g), token, (dirs, shared, &time), control)?;
+                        out.push(made);
                     }
                     Ok(out)
                 })
@@ -286,12 +296,34 @@ fn enroll_all(
 /// Enrollment runs on this many threads (the server's HTTP runtime has two workers).
 const ENROLL_THREADS: usize = 4;
 
+/// One enrollment token per device, made a thousand at a time per site (as a production line gets
+/// them): site -> tokens.
+fn site_tokens(
+    specs: &[(String, &crate::scenario::DeviceGroup)],
+    control: &crate::control::Control,
+) -> Result<HashMap<String, Vec<String>>, VirtError> {
+    let mut wanted: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, g) in specs {
+        *wanted.entry(g.site.as_str()).or_default() += 1;
+    }
+    let mut out = HashMap::new();
+    for (site, mut n) in wanted {
+        let mut tokens = Vec::with_capacity(n);
+        while n > 0 {
+            let k = n.min(1000);
+            tokens.extend(control.enroll_tokens(Some(site), k).map_err(err)?);
+            n -= k;
+        }
+        out.insert(site.to_owned(), tokens);
+    }
+    Ok(out)
+}
+
 fn enroll_one(
     s: &Scenario,
     (i, name, g): (usize, &str, &crate::scenario::DeviceGroup),
-    dirs: &Path,
-    shared: &Arc<Shared>,
-    time: &VirtualTime,
+    token: &str,
+    (dirs, shared, time): (&Path, &Arc<Shared>, &VirtualTime),
     control: &crate::control::Control,
 ) -> Result<VDevice, VirtError> {
     let mut dev = VDevice::new(
@@ -304,9 +336,8 @@ fn enroll_one(
         Link::new(super::mix(s.seed, i as u64 ^ 0x11)),
     )
     .map_err(err)?;
-    let token = control.enroll_token(Some(&g.site), &[]).map_err(err)?;
     let key = base64::engine::general_purpose::STANDARD.encode(dev.public_key());
-    let (_, pem, _) = control.enroll_device(&token, &key, &g.hw).map_err(err)?;
+    let (_, pem, _) = control.enroll_device(token, &key, &g.hw).map_err(err)?;
     dev.enrolled(server_key(&pem)?);
     Ok(dev)
 }

@@ -132,14 +132,14 @@ pub(super) fn enroll(
     new: &NewDevice,
     now: i64,
 ) -> StoreResult<EnrollOutcome> {
-    let token: Option<EnrollRow> = conn
-        .query_row(
-            "SELECT id, site, tags, created_at, expires_at, used_by FROM enroll_tokens WHERE hash = ?1",
-            params![token_hash],
-            enroll_row,
-        )
-        .optional()
-        .map_err(db)?;
+    let token: Option<EnrollRow> = row(
+        conn,
+        "SELECT id, site, tags, created_at, expires_at, used_by FROM enroll_tokens WHERE hash = ?1",
+        params![token_hash],
+        enroll_row,
+    )
+    .optional()
+    .map_err(db)?;
     let Some(token) = token.map(enroll_token).transpose()? else {
         return Ok(EnrollOutcome::BadToken);
     };
@@ -153,27 +153,27 @@ pub(super) fn enroll(
         (None, Some(_)) => return Ok(EnrollOutcome::KeyConflict),
         (None, None) => {}
     }
-    let taken: bool = conn
-        .query_row(
-            "SELECT COUNT(*) > 0 FROM devices WHERE public_key = ?1",
-            params![new.public_key],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
+    let taken: bool = row(
+        conn,
+        "SELECT COUNT(*) > 0 FROM devices WHERE public_key = ?1",
+        params![new.public_key],
+        |r| r.get(0),
+    )
+    .map_err(db)?;
     if taken {
         return Ok(EnrollOutcome::KeyConflict);
     }
-    conn.execute(
+    cached(
+        conn,
         "INSERT INTO devices (id, public_key, product, hardware_class, site, tags, enrolled_at, last_seen, online)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 0)",
         params![new.id.as_str(), new.public_key, new.product, new.hardware_class, token.site, to_json(&token.tags)?, now],
-    )
-    .map_err(db)?;
-    conn.execute(
+    )?;
+    cached(
+        conn,
         "UPDATE enroll_tokens SET used_by = ?1 WHERE hash = ?2",
         params![new.id.as_str(), token_hash],
-    )
-    .map_err(db)?;
+    )?;
     find_device(conn, &new.id)?
         .map(|d| EnrollOutcome::Enrolled(Box::new(d)))
         .ok_or_else(|| StoreError::Backend("device vanished inside its own transaction".into()))
@@ -191,7 +191,8 @@ fn same_or_conflict(dev: Device, new: &NewDevice) -> EnrollOutcome {
 }
 
 pub(super) fn find_device(conn: &Connection, id: &DeviceId) -> StoreResult<Option<Device>> {
-    conn.query_row(
+    row(
+        conn,
         &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"),
         params![id.as_str()],
         device_row,
@@ -237,6 +238,16 @@ pub(super) fn ingest(
 
 /// Runs a statement from the connection's cache (the ingest path runs the same few statements for
 /// every message; parsing them each time was a tenth of the ingest cost).
+/// One row of a query, from the prepared-statement cache.
+pub(super) fn row<T>(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(p, f)
+}
+
 pub(super) fn cached(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> StoreResult<usize> {
     conn.prepare_cached(sql)
         .and_then(|mut q| q.execute(p))
