@@ -49,6 +49,10 @@ const CHECKS: &[Check] = &[
         changes::a_replay_does_not_touch_the_row,
     ),
     (
+        "messages_that_change_nothing_are_kept_and_changes_are_not_lost",
+        changes::messages_that_change_nothing_are_kept_and_changes_are_not_lost,
+    ),
+    (
         "desired_seqs_are_the_last_issued",
         changes::desired_seqs_are_the_last_issued,
     ),

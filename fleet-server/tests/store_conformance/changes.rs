@@ -94,6 +94,63 @@ pub fn a_replay_does_not_touch_the_row(s: &dyn Store) {
     }
 }
 
+/// A message that changes nothing in the row (same time, same presence) is still accepted and
+/// kept; a presence change at the same time still changes the row; an unknown device is refused.
+pub fn messages_that_change_nothing_are_kept_and_changes_are_not_lost(s: &dyn Store) {
+    enroll(s, "t1", 1);
+    let one = dev_id(1);
+    let online = Ingest::Presence { online: true };
+    assert!(s.ingest(&one, Kind::Presence, 1, &online, 200).expect("presence"));
+    let ev = |seq: u64| DeviceEvent {
+        device: one.clone(),
+        seq,
+        at: 3,
+        rollout: None,
+        from: "idle".into(),
+        to: "downloading".into(),
+        reason: None,
+    };
+    assert!(
+        s.ingest(&one, Kind::Event, 1, &Ingest::Event(ev(1)), 200)
+            .expect("event")
+    );
+    assert!(
+        s.ingest(&one, Kind::Event, 2, &Ingest::Event(ev(2)), 150)
+            .expect("late event")
+    );
+    assert!(
+        s.ingest(&one, Kind::Presence, 2, &online, 200)
+            .expect("same presence")
+    );
+    let row = s.device(&one).expect("read").expect("device");
+    assert_eq!((row.last_seen, row.online), (200, true));
+    let seqs: Vec<u64> = s
+        .device_events(&one, 10)
+        .expect("events")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2], "events that change no row are still history");
+
+    let (_, mark) = s.devices_changed(None).expect("read");
+    let offline = Ingest::Presence { online: false };
+    assert!(s.ingest(&one, Kind::Presence, 3, &offline, 200).expect("offline"));
+    let (changed, _) = s.devices_changed(Some(mark)).expect("after going offline");
+    let got = changed
+        .iter()
+        .find(|d| d.id == one)
+        .expect("a presence change is in the feed");
+    assert_eq!((got.last_seen, got.online), (200, false));
+
+    let stranger = dev_id(9);
+    let refused = s.ingest(&stranger, Kind::Event, 1, &Ingest::Event(ev(1)), 100);
+    assert!(
+        matches!(refused, Err(halyard_server::store::StoreError::NotFound { .. })),
+        "{refused:?}"
+    );
+    assert!(s.device_events(&stranger, 10).expect("none").is_empty());
+}
+
 /// `desired_seqs` answers the engine's one question about desired states: each device's last seq.
 pub fn desired_seqs_are_the_last_issued(s: &dyn Store) {
     enroll(s, "t1", 1);

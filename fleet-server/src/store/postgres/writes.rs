@@ -146,16 +146,22 @@ fn update_device(tx: &mut Transaction<'_>, id: &DeviceId, msg: &Ingest, now: i64
             "UPDATE devices SET report = $2, last_seen = GREATEST(last_seen, $3), online = TRUE WHERE id = $1",
             &[&dev, &to_json(report)?, &now],
         )?,
+        // A row that would not change is not written (a new row version, a move in the change feed).
         Ingest::Presence { online } => tx.execute(
-            "UPDATE devices SET online = $2, last_seen = GREATEST(last_seen, $3) WHERE id = $1",
+            "UPDATE devices SET online = $2, last_seen = GREATEST(last_seen, $3)
+             WHERE id = $1 AND (online IS DISTINCT FROM $2 OR last_seen < $3)",
             &[&dev, online, &now],
         )?,
         Ingest::Event(_) => tx.execute(
-            "UPDATE devices SET last_seen = GREATEST(last_seen, $2) WHERE id = $1",
+            "UPDATE devices SET last_seen = $2 WHERE id = $1 AND last_seen < $2",
             &[&dev, &now],
         )?,
     };
-    if changed == 0 {
+    if changed == 0
+        && tx
+            .query_opt("SELECT 1 FROM devices WHERE id = $1", &[&dev])?
+            .is_none()
+    {
         return Err(StoreError::NotFound {
             what: "device",
             key: dev.to_owned(),

@@ -236,8 +236,6 @@ pub(super) fn ingest(
     Ok(true)
 }
 
-/// Runs a statement from the connection's cache (the ingest path runs the same few statements for
-/// every message; parsing them each time was a tenth of the ingest cost).
 /// One row of a query, from the prepared-statement cache.
 pub(super) fn row<T>(
     conn: &Connection,
@@ -248,6 +246,8 @@ pub(super) fn row<T>(
     conn.prepare_cached(sql)?.query_row(p, f)
 }
 
+/// Runs a statement from the connection's cache (the ingest path runs the same few statements for
+/// every message; parsing them each time was a tenth of the ingest cost).
 pub(super) fn cached(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> StoreResult<usize> {
     conn.prepare_cached(sql)
         .and_then(|mut q| q.execute(p))
@@ -284,18 +284,27 @@ fn update_device(conn: &Connection, id: &DeviceId, msg: &Ingest, now: i64) -> St
             "UPDATE devices SET report = ?2, last_seen = MAX(last_seen, ?3), online = 1 WHERE id = ?1",
             params![dev, to_json(report)?, now],
         ),
+        // A row that would not change is not written: a write rewrites the row (report and all)
+        // and moves it in the change feed, and a device's messages of one instant share a time.
         Ingest::Presence { online } => cached(
             conn,
-            "UPDATE devices SET online = ?2, last_seen = MAX(last_seen, ?3) WHERE id = ?1",
+            "UPDATE devices SET online = ?2, last_seen = MAX(last_seen, ?3)
+             WHERE id = ?1 AND (online IS NOT ?2 OR last_seen < ?3)",
             params![dev, online, now],
         ),
         Ingest::Event(_) => cached(
             conn,
-            "UPDATE devices SET last_seen = MAX(last_seen, ?2) WHERE id = ?1",
+            "UPDATE devices SET last_seen = ?2 WHERE id = ?1 AND last_seen < ?2",
             params![dev, now],
         ),
     }?;
-    if changed == 0 {
+    let exists = || {
+        row(conn, "SELECT 1 FROM devices WHERE id = ?1", params![dev], |_| {
+            Ok(())
+        })
+        .optional()
+    };
+    if changed == 0 && exists().map_err(db)?.is_none() {
         return Err(StoreError::NotFound {
             what: "device",
             key: dev.to_owned(),
