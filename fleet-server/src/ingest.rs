@@ -138,7 +138,9 @@ pub async fn verify(
     finish(p.env.check(&p.key)?, p.received)
 }
 
-/// Envelopes per batch signature check; a batch runs on one core.
+/// The fewest envelopes a blocking thread is given: a batch is split into one chunk per core, each
+/// checked as one signature batch, unless the chunks would be smaller than this; a batch that small
+/// is checked on the calling task.
 const VERIFY_CHUNK: usize = 64;
 
 /// Verifies many messages (`(device, topic, bytes)` as they arrived): their signatures are checked

@@ -99,7 +99,8 @@ pub async fn make_enroll_token(
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no token was made"))
 }
 
-/// Creates `count` one-time enrollment tokens alike, stored in one call to the store.
+/// Creates `count` one-time enrollment tokens alike, written in one trip to the store (a write per
+/// token: a failure part way leaves tokens whose secrets nobody saw, which nothing can use).
 async fn make_enroll_tokens(
     app: &App,
     site: Option<String>,
