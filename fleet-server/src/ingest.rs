@@ -178,23 +178,19 @@ pub async fn verify_batch(
 }
 
 fn check_chunk(chunk: Vec<Result<Prepared, IngestError>>) -> Vec<Result<Verified, IngestError>> {
-    let ready: Vec<(&Envelope, &VerifyingKey)> = chunk
-        .iter()
-        .filter_map(|p| p.as_ref().ok())
-        .map(|p| (&p.env, &p.key))
-        .collect();
-    let received = chunk.iter().filter_map(|p| p.as_ref().ok()).map(|p| p.received);
-    let mut checked: std::vec::IntoIter<Result<Verified, IngestError>> = verify_many(&ready)
+    let ok: Vec<&Prepared> = chunk.iter().filter_map(|p| p.as_ref().ok()).collect();
+    let ready: Vec<(&Envelope, &VerifyingKey)> = ok.iter().map(|p| (&p.env, &p.key)).collect();
+    let outcomes: Vec<Result<Verified, IngestError>> = verify_many(&ready)
         .into_iter()
-        .zip(received)
-        .map(|(c, at)| finish(c?, at))
-        .collect::<Vec<_>>()
-        .into_iter();
+        .zip(&ok)
+        .map(|(c, p)| finish(c?, p.received))
+        .collect();
+    let mut outcomes = outcomes.into_iter();
     chunk
         .into_iter()
         .map(|p| match p {
             Err(e) => Err(e),
-            Ok(_) => checked
+            Ok(_) => outcomes
                 .next()
                 .unwrap_or_else(|| Err(IngestError::Unfinished("a batch outcome is missing".into()))),
         })

@@ -48,7 +48,8 @@ fn event(seq: u64) -> Event {
 /// A message as it arrives: (device the topic names, topic, bytes).
 type Raw = (DeviceId, Topic, Vec<u8>);
 
-fn presence(k: &SigningKey, seq: u64) -> Raw {
+/// A presence of `k`'s device, signed by `signer`.
+fn presence(k: &SigningKey, signer: &SigningKey, seq: u64) -> Raw {
     let p = Presence {
         online: true,
         at: seq,
@@ -56,7 +57,7 @@ fn presence(k: &SigningKey, seq: u64) -> Raw {
     (
         id(k),
         Topic::Presence,
-        Envelope::seal(&p, &id(k), seq, k).unwrap().encode(),
+        Envelope::seal(&p, &id(k), seq, signer).unwrap().encode(),
     )
 }
 
@@ -66,21 +67,11 @@ fn messages(keys: &[SigningKey], stranger: &SigningKey, n: u64) -> (Vec<Raw>, Ve
     for seq in 1..=n {
         let k = &keys[seq as usize % keys.len()];
         let m = match seq % 50 {
-            7 => {
-                // Signed by another key.
-                let p = Presence {
-                    online: true,
-                    at: seq,
-                };
-                (
-                    id(k),
-                    Topic::Presence,
-                    Envelope::seal(&p, &id(k), seq, stranger).unwrap().encode(),
-                )
-            }
+            // Signed by another key.
+            7 => presence(k, stranger, seq),
             19 => (id(k), Topic::Events, b"not an envelope".to_vec()),
-            23 => presence(stranger, seq),
-            31 => (id(&keys[0]), Topic::Presence, presence(&keys[1], seq).2),
+            23 => presence(stranger, stranger, seq),
+            31 => (id(&keys[0]), Topic::Presence, presence(&keys[1], &keys[1], seq).2),
             _ => (
                 id(k),
                 Topic::Events,

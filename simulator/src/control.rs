@@ -150,8 +150,16 @@ impl Control {
             })
     }
 
-    /// `count` (at most 1,000) one-time enrollment tokens for `site`, in one call.
+    /// `count` one-time enrollment tokens for `site`, a thousand (the server's most) to a call.
     pub fn enroll_tokens(&self, site: Option<&str>, count: usize) -> Result<Vec<String>, ControlError> {
+        let mut tokens = Vec::with_capacity(count);
+        while tokens.len() < count {
+            tokens.extend(self.token_batch(site, (count - tokens.len()).min(1000))?);
+        }
+        Ok(tokens)
+    }
+
+    fn token_batch(&self, site: Option<&str>, count: usize) -> Result<Vec<String>, ControlError> {
         let path = "/api/v1/enroll-tokens/batch";
         let v: Value = self.post(path, &serde_json::json!({"site": site, "count": count}))?;
         let tokens: Option<Vec<String>> = v["tokens"].as_array().map(|a| {

@@ -42,12 +42,7 @@ pub(crate) struct Plan<'a> {
 /// Creates and enrolls every device of the plan's group; the result keeps the group's order.
 pub(crate) fn group(plan: &Plan) -> Result<Vec<Enrolled>, HarnessError> {
     let n = plan.group.count;
-    let mut tokens = Vec::with_capacity(n);
-    while tokens.len() < n {
-        let k = (n - tokens.len()).min(1000);
-        tokens.extend(plan.control.enroll_tokens(Some(&plan.group.site), k)?);
-    }
-    let tokens = &tokens;
+    let tokens = &plan.control.enroll_tokens(Some(&plan.group.site), n)?;
     let workers = WORKERS.min(n).max(1);
     let mut done: Vec<(usize, Result<Enrolled, HarnessError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)

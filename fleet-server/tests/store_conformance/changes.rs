@@ -14,6 +14,19 @@ fn ids(devices: &[Device]) -> Vec<String> {
     v
 }
 
+/// An event of device `id` with `seq`.
+fn event(id: &halyard_protocol::DeviceId, seq: u64) -> DeviceEvent {
+    DeviceEvent {
+        device: id.clone(),
+        seq,
+        at: 3,
+        rollout: None,
+        from: "idle".into(),
+        to: "downloading".into(),
+        reason: None,
+    }
+}
+
 /// Every kind of write to a device row shows up in the next read, with the row as written.
 pub fn every_device_write_is_in_the_feed(s: &dyn Store) {
     let (none, start) = s.devices_changed(None).expect("empty feed");
@@ -35,17 +48,8 @@ pub fn every_device_write_is_in_the_feed(s: &dyn Store) {
         .expect("reported device in the feed");
     assert_eq!((got.report.as_ref().map(|r| r.at), got.last_seen), (Some(7), 200));
 
-    let ev = DeviceEvent {
-        device: one.clone(),
-        seq: 1,
-        at: 3,
-        rollout: None,
-        from: "idle".into(),
-        to: "downloading".into(),
-        reason: None,
-    };
     assert!(
-        s.ingest(&one, Kind::Event, 1, &Ingest::Event(ev), 260)
+        s.ingest(&one, Kind::Event, 1, &Ingest::Event(event(&one, 1)), 260)
             .expect("event")
     );
     let (changed, mark) = s.devices_changed(Some(mark)).expect("after an event");
@@ -101,15 +105,7 @@ pub fn messages_that_change_nothing_are_kept_and_changes_are_not_lost(s: &dyn St
     let one = dev_id(1);
     let online = Ingest::Presence { online: true };
     assert!(s.ingest(&one, Kind::Presence, 1, &online, 200).expect("presence"));
-    let ev = |seq: u64| DeviceEvent {
-        device: one.clone(),
-        seq,
-        at: 3,
-        rollout: None,
-        from: "idle".into(),
-        to: "downloading".into(),
-        reason: None,
-    };
+    let ev = |seq: u64| event(&one, seq);
     assert!(
         s.ingest(&one, Kind::Event, 1, &Ingest::Event(ev(1)), 200)
             .expect("event")

@@ -307,14 +307,11 @@ fn site_tokens(
         *wanted.entry(g.site.as_str()).or_default() += 1;
     }
     let mut out = HashMap::new();
-    for (site, mut n) in wanted {
-        let mut tokens = Vec::with_capacity(n);
-        while n > 0 {
-            let k = n.min(1000);
-            tokens.extend(control.enroll_tokens(Some(site), k).map_err(err)?);
-            n -= k;
-        }
-        out.insert(site.to_owned(), tokens);
+    for (site, n) in wanted {
+        out.insert(
+            site.to_owned(),
+            control.enroll_tokens(Some(site), n).map_err(err)?,
+        );
     }
     Ok(out)
 }
