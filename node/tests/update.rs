@@ -61,8 +61,21 @@ fn full_update_commits_and_reports_each_transition() {
         .unwrap();
     assert_eq!(halt, Halt::Rebooting);
     assert!(matches!(driver.state(), State::Rebooting { armed: true, .. }));
-    let sent: Vec<_> = driver
-        .take_outbox()
+    let outbox = driver.take_outbox();
+    // Four transitions queued four reports; only the last, the state the device halted in, is sent.
+    let reports: Vec<_> = outbox
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Outgoing::Report(r) => Some((i, r.state.clone())),
+            Outgoing::Event(_) => None,
+        })
+        .collect();
+    assert!(
+        matches!(reports.as_slice(), [(4, AgentState::Rebooting { .. })]),
+        "{reports:?}"
+    );
+    let sent: Vec<_> = outbox
         .into_iter()
         .filter_map(|o| match o {
             Outgoing::Event(e) => Some(e.to),

@@ -235,9 +235,19 @@ impl Driver {
         self.active
     }
 
-    /// Take the messages queued for the server.
+    /// Take the messages queued for the server: every event, in order, and the last report only.
+    /// A report is a snapshot that the next one replaces (the topic is retained, the server keeps the
+    /// newest), so the reports a settle queued before its last are never sent.
     pub fn take_outbox(&mut self) -> Vec<Outgoing> {
-        std::mem::take(&mut self.outbox)
+        let mut out = std::mem::take(&mut self.outbox);
+        if let Some(last) = out.iter().rposition(|o| matches!(o, Outgoing::Report(_))) {
+            let mut i = 0;
+            out.retain(|o| {
+                i += 1;
+                i - 1 == last || !matches!(o, Outgoing::Report(_))
+            });
+        }
+        out
     }
 
     /// Give the hardware back (a test "reboots" by dropping the driver and reusing the media).
