@@ -79,6 +79,10 @@ impl App {
 
     /// Tells live views that something changed.
     pub fn notify(&self, what: &str, id: &str) {
+        if self.updates.receiver_count() == 0 {
+            // Nobody is watching: do not build a message per ingested device message.
+            return;
+        }
         let _ = self
             .updates
             .send(serde_json::json!({"kind": what, "id": id}).to_string());

@@ -215,10 +215,10 @@ fn device_event(device: &DeviceId, seq: u64, e: Event) -> DeviceEvent {
     }
 }
 
-/// Stores a batch of verified messages in one transaction; returns one outcome per message.
-pub async fn store_batch(app: &App, batch: Vec<Verified>) -> Vec<Result<(), IngestError>> {
+/// Stores a batch of verified messages in one transaction, as received at `now` (seconds since the
+/// epoch on the server's clock); returns one outcome per message.
+pub async fn store_batch(app: &App, batch: Vec<Verified>, now: i64) -> Vec<Result<(), IngestError>> {
     let items: Vec<IngestItem> = batch.iter().map(|v| v.item.clone()).collect();
-    let now = app.now();
     let results = match app.db(move |s| s.ingest_batch(&items, now)).await {
         Ok(r) => r,
         Err(e) => {
@@ -268,7 +268,49 @@ pub async fn one(app: &App, device: &DeviceId, topic: Topic, bytes: &[u8]) -> Re
     let verified = verify(app, device, topic, bytes)
         .await
         .inspect_err(|e| reject(app, device, e))?;
-    store_batch(app, vec![verified]).await.pop().unwrap_or(Ok(()))
+    store_batch(app, vec![verified], app.now())
+        .await
+        .pop()
+        .unwrap_or(Ok(()))
+}
+
+/// What became of a batch of device messages.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub stored: usize,
+    /// Seen before (an MQTT redelivery, say): dropped without a warning.
+    pub replays: usize,
+    /// Refused, each logged and counted by [`reject`].
+    pub refused: usize,
+}
+
+/// Verifies (signatures in batches, [`verify_batch`]) and stores (one transaction, [`store_batch`])
+/// messages as they arrived for `(device, topic)`, received at `now`. The MQTT ingest worker's path.
+pub async fn take_batch(app: &App, raw: Vec<(DeviceId, Topic, Vec<u8>)>, now: i64) -> Taken {
+    let mut taken = Taken::default();
+    let devices: Vec<DeviceId> = raw.iter().map(|(d, _, _)| d.clone()).collect();
+    let mut verified = Vec::with_capacity(raw.len());
+    for (device, r) in devices.iter().zip(verify_batch(app, raw).await) {
+        match r {
+            Ok(v) => verified.push(v),
+            Err(e) => {
+                reject(app, device, &e);
+                taken.refused += 1;
+            }
+        }
+    }
+    let devices: Vec<DeviceId> = verified.iter().map(|v| v.item.device.clone()).collect();
+    for (device, r) in devices.iter().zip(store_batch(app, verified, now).await) {
+        match r {
+            Ok(()) => taken.stored += 1,
+            Err(IngestError::Replay { .. }) => taken.replays += 1,
+            Err(e) => {
+                reject(app, device, &e);
+                taken.refused += 1;
+            }
+        }
+    }
+    taken
 }
 
 /// Logs and counts a refused message.

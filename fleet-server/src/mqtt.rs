@@ -208,21 +208,7 @@ async fn ingest_worker(app: Arc<App>, mut rx: mpsc::Receiver<(DeviceId, Topic, V
                 Err(_) => break,
             }
         }
-        let devices: Vec<DeviceId> = raw.iter().map(|(d, _, _)| d.clone()).collect();
-        let mut verified = Vec::with_capacity(raw.len());
-        for (device, r) in devices.iter().zip(ingest::verify_batch(&app, raw).await) {
-            match r {
-                Ok(v) => verified.push(v),
-                Err(e) => ingest::reject(&app, device, &e),
-            }
-        }
-        let devices: Vec<DeviceId> = verified.iter().map(|v| v.item.device.clone()).collect();
-        for (device, r) in devices.iter().zip(ingest::store_batch(&app, verified).await) {
-            match r {
-                Ok(()) | Err(ingest::IngestError::Replay { .. }) => {}
-                Err(e) => ingest::reject(&app, device, &e),
-            }
-        }
+        ingest::take_batch(&app, raw, app.now()).await;
     }
 }
 

@@ -111,7 +111,7 @@ impl World {
             .map(|((_, topic), payload)| (topic, payload))
             .collect();
         if !held.is_empty() {
-            self.stats.refused += server.ingest(held) as u64;
+            self.stats.refused += server.ingest(held, t)? as u64;
         }
         let retained = server.retained()?;
         self.server = Some(server);

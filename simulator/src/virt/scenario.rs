@@ -153,11 +153,9 @@ fn stamp(w: &World) -> String {
     format!("[+{:.1} h]", (w.now() - w.start) as f64 / 3600.0)
 }
 
-/// A rollout's status. Checked after every instant, so it reads ids and statuses only: a rollout's
-/// state is as large as the fleet.
+/// A rollout's status, as of the last engine pass (checked after every instant, so it reads no store).
 fn status(w: &World, id: &str) -> Option<String> {
-    let revs = w.server()?.app.store.rollout_revs().ok()?;
-    revs.into_iter().find(|r| r.id == id).map(|r| r.status)
+    w.rollout_status(id).map(str::to_owned)
 }
 
 fn schedule_faults(world: &mut World, s: &Scenario, rollout: Option<&str>, from: i64) {

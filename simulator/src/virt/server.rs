@@ -26,12 +26,21 @@ fn err(e: impl std::fmt::Display) -> VServerError {
     VServerError(e.to_string())
 }
 
+/// Device messages of one instant, with that instant (the time they reached the server).
+type Arrivals = (Vec<(String, Vec<u8>)>, i64);
+
 /// A server core in virtual time.
 #[derive(Debug)]
 pub struct VServer {
     rt: tokio::runtime::Runtime,
     pub app: Arc<App>,
     published: std::sync::mpsc::Receiver<Outgoing>,
+    /// Batches for the ingest task, which takes them one after another, in order.
+    arrivals: tokio::sync::mpsc::UnboundedSender<Arrivals>,
+    /// How many messages of each batch the ingest task refused, in the batches' order.
+    ingested: std::sync::mpsc::Receiver<usize>,
+    /// Batches sent to the ingest task and not yet collected.
+    in_flight: std::cell::Cell<usize>,
     stop: tokio::sync::watch::Sender<bool>,
     pub http: SocketAddr,
     pub admin_token: String,
@@ -65,6 +74,7 @@ impl VServer {
         let (tx, published) = std::sync::mpsc::channel();
         let mut outgoing = core.outgoing;
         let app = core.app;
+        let (arrivals, ingested) = ingest_task(&rt, app.clone());
         let router = halyard_server::api::router(app.clone());
         let mut stopping = app.stopping.clone();
         rt.block_on(async {
@@ -100,6 +110,9 @@ impl VServer {
             rt,
             app,
             published,
+            arrivals,
+            ingested,
+            in_flight: std::cell::Cell::new(0),
             stop: core.stop,
             http,
             admin_token,
@@ -110,39 +123,35 @@ impl VServer {
         Control::new(&format!("http://{}", self.http), &self.admin_token)
     }
 
-    /// Verifies and stores device messages (as the MQTT ingest worker does: one batch, one
-    /// transaction); returns how many were refused.
-    pub fn ingest(&self, messages: Vec<(String, Vec<u8>)>) -> usize {
-        let app = self.app.clone();
-        self.rt.block_on(async move {
-            let mut raw = Vec::with_capacity(messages.len());
-            let mut refused = 0;
-            for (topic, payload) in messages {
-                match Topic::parse(&topic) {
-                    Some((device, topic)) => raw.push((device, topic, payload)),
-                    None => refused += 1,
-                }
-            }
-            let devices: Vec<_> = raw.iter().map(|(d, _, _)| d.clone()).collect();
-            let mut batch = Vec::with_capacity(raw.len());
-            for (device, r) in devices
-                .iter()
-                .zip(halyard_server::ingest::verify_batch(&app, raw).await)
-            {
-                match r {
-                    Ok(v) => batch.push(v),
-                    Err(e) => {
-                        halyard_server::ingest::reject(&app, device, &e);
-                        refused += 1;
-                    }
-                }
-            }
-            for chunk in chunks(batch, 2000) {
-                let results = halyard_server::ingest::store_batch(&app, chunk).await;
-                refused += results.iter().filter(|r| r.is_err()).count();
-            }
-            refused
-        })
+    /// Hands device messages that reached the server at `now` to the ingest task, which verifies and
+    /// stores them (as the MQTT ingest worker does) while the world goes on: nothing a device does
+    /// depends on the store. Batches are taken in the order they are sent; [`VServer::settle`] waits
+    /// for them.
+    pub fn send(&self, messages: Vec<(String, Vec<u8>)>, now: i64) -> Result<(), VServerError> {
+        self.arrivals
+            .send((messages, now))
+            .map_err(|_| VServerError("the ingest task stopped".into()))?;
+        self.in_flight.set(self.in_flight.get() + 1);
+        Ok(())
+    }
+
+    /// Waits until every batch sent is stored; returns how many messages were refused.
+    pub fn settle(&self) -> Result<usize, VServerError> {
+        let mut refused = 0;
+        while self.in_flight.get() > 0 {
+            refused += self
+                .ingested
+                .recv()
+                .map_err(|_| VServerError("the ingest task stopped".into()))?;
+            self.in_flight.set(self.in_flight.get() - 1);
+        }
+        Ok(refused)
+    }
+
+    /// Ingests messages now and waits for them; returns how many earlier and these were refused.
+    pub fn ingest(&self, messages: Vec<(String, Vec<u8>)>, now: i64) -> Result<usize, VServerError> {
+        self.send(messages, now)?;
+        self.settle()
     }
 
     /// One rollout engine pass; returns the desired states it published, in order.
@@ -191,6 +200,38 @@ impl VServer {
     pub fn crash(self) {
         self.rt.shutdown_background();
     }
+}
+
+/// The ingest task: takes batches in order, each split into store transactions of at most 2,000.
+fn ingest_task(
+    rt: &tokio::runtime::Runtime,
+    app: Arc<App>,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<Arrivals>,
+    std::sync::mpsc::Receiver<usize>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arrivals>();
+    let (done, ingested) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        while let Some((messages, now)) = rx.recv().await {
+            let mut refused = 0;
+            let mut raw = Vec::with_capacity(messages.len());
+            for (topic, payload) in messages {
+                match Topic::parse(&topic) {
+                    Some((device, topic)) => raw.push((device, topic, payload)),
+                    None => refused += 1,
+                }
+            }
+            for chunk in chunks(raw, 2000) {
+                let taken = halyard_server::ingest::take_batch(&app, chunk, now).await;
+                refused += taken.refused + taken.replays;
+            }
+            if done.send(refused).is_err() {
+                return;
+            }
+        }
+    });
+    (tx, ingested)
 }
 
 fn chunks<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {

@@ -78,6 +78,9 @@ pub struct World {
     engine_ran: i64,
     pub(super) faults: Vec<FaultSpec>,
     seen_decisions: HashMap<String, usize>,
+    /// Rollout ids and statuses as of the last engine pass (only passes and operator calls change
+    /// them; see [`World::refresh_rollouts`]).
+    rollouts: Vec<halyard_server::store::RolloutRev>,
     timing: Timing,
     pub(super) seed: u64,
     /// Threads the device steps of one instant run on.
@@ -120,6 +123,7 @@ impl World {
             engine_ran: i64::MIN / 2,
             faults: Vec::new(),
             seen_decisions: HashMap::new(),
+            rollouts: Vec::new(),
             timing,
             seed,
             threads: steps::threads(),
@@ -185,8 +189,48 @@ impl World {
         self.devices.iter().any(|d| d.is_busy() || !d.is_up())
     }
 
+    /// A rollout's status as of the last engine pass or [`World::refresh_rollouts`]; none while the
+    /// server is down.
+    pub fn rollout_status(&self, id: &str) -> Option<&str> {
+        self.server.as_ref()?;
+        self.rollouts
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.status.as_str())
+    }
+
+    /// Reads rollout statuses from the store again (after an operator call). Ids and statuses only:
+    /// a rollout's state is as large as the fleet.
+    pub fn refresh_rollouts(&mut self) -> Result<(), VServerError> {
+        if let Some(server) = &self.server {
+            self.rollouts = server
+                .app
+                .store
+                .rollout_revs()
+                .map_err(|e| VServerError(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the server has stored every message that reached it so far.
+    pub fn settle(&mut self) -> Result<(), VServerError> {
+        if let Some(server) = &self.server {
+            let started = std::time::Instant::now();
+            self.stats.refused += server.settle()? as u64;
+            self.wall.ingest += started.elapsed();
+        }
+        Ok(())
+    }
+
     /// Runs events until the clock passes `deadline` or `done` says so (checked after each instant).
-    pub fn run_until(
+    /// On return the server has stored every message that reached it.
+    pub fn run_until(&mut self, deadline: i64, done: impl FnMut(&World) -> bool) -> Result<(), VServerError> {
+        self.refresh_rollouts()?;
+        self.run_events(deadline, done)?;
+        self.settle()
+    }
+
+    fn run_events(
         &mut self,
         deadline: i64,
         mut done: impl FnMut(&World) -> bool,
@@ -245,6 +289,7 @@ impl World {
                 }
                 Ev::Fault(k, starts) => {
                     self.flush(&mut group, t);
+                    self.settle()?;
                     self.apply_fault(k, starts, t)?;
                 }
             }
@@ -254,12 +299,12 @@ impl World {
             && let Some(server) = &self.server
         {
             self.stats.messages += inbound.len() as u64;
-            let started = std::time::Instant::now();
-            self.stats.refused += server.ingest(inbound) as u64;
-            self.wall.ingest += started.elapsed();
+            // Stored while the next instants' device steps run; the engine waits for it.
+            server.send(inbound, t)?;
             self.wake_engine((t + 1).max(self.engine_ran + self.timing.engine_tick));
         }
         if engine && self.server.is_some() {
+            self.settle()?;
             let started = std::time::Instant::now();
             self.engine_step(t)?;
             self.wall.engine += started.elapsed();
@@ -458,16 +503,15 @@ impl World {
         self.stats.engine_steps += 1;
         self.engine_ran = t;
         let published = server.engine_step()?;
-        // Ids and statuses only: a rollout's state is as large as the fleet.
-        let rollouts = server
-            .app
-            .store
-            .rollout_revs()
-            .map_err(|e| VServerError(e.to_string()))?;
-        let active = rollouts
+        self.refresh_rollouts()?;
+        let Some(server) = &self.server else {
+            return Ok(());
+        };
+        let active = self
+            .rollouts
             .iter()
             .any(|r| halyard_server::engine::is_active(&r.status));
-        let decisions = new_decisions(server, rollouts, &mut self.seen_decisions)?;
+        let decisions = new_decisions(server, &self.rollouts, &mut self.seen_decisions)?;
         for d in decisions {
             self.log.line(
                 self.since(t),
@@ -503,12 +547,13 @@ impl World {
 
 fn new_decisions(
     server: &VServer,
-    mut rollouts: Vec<halyard_server::store::RolloutRev>,
+    rollouts: &[halyard_server::store::RolloutRev],
     seen: &mut HashMap<String, usize>,
 ) -> Result<Vec<halyard_server::model::Decision>, VServerError> {
     let store = &server.app.store;
     let err = |e: halyard_server::store::StoreError| VServerError(e.to_string());
     let mut out = Vec::new();
+    let mut rollouts: Vec<_> = rollouts.iter().collect();
     rollouts.sort_by(|a, b| a.id.cmp(&b.id));
     for r in rollouts {
         let all = store.decisions(&r.id).map_err(err)?;
