@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use halyard_protocol::{
     Artifact, DeltaOffer, Desired, DesiredAction, DeviceId, Envelope, Sha256, Slot, Window,
 };
-use halyard_rollout::Action;
+use halyard_rollout::{Action, DeviceView};
 
 use crate::app::App;
 use crate::engine::{DeviceMap, EngineError};
@@ -21,6 +21,8 @@ use crate::views;
 #[derive(Debug, Default)]
 pub struct FleetView {
     devices: DeviceMap,
+    /// The engine's view of each device in `devices`, rebuilt only when the device changes.
+    views: HashMap<DeviceId, DeviceView>,
     mark: Option<ChangeMark>,
     seqs: Option<HashMap<DeviceId, u64>>,
     /// Rollouts the last pass read and did not change, by id.
@@ -50,6 +52,8 @@ impl FleetView {
 #[derive(Debug, Default)]
 pub struct Context {
     pub devices: DeviceMap,
+    /// [`views::device`] of each of `devices`.
+    pub views: HashMap<DeviceId, DeviceView>,
     pub sites: Vec<halyard_rollout::Site>,
     pub releases: HashMap<String, Release>,
     pub deltas: HashMap<String, Vec<Delta>>,
@@ -63,6 +67,7 @@ impl Context {
     /// that succeeded) and loads the rest.
     pub async fn load(app: &App, view: &mut FleetView) -> Result<Self, StoreError> {
         let mut devices = std::mem::take(&mut view.devices);
+        let mut views = std::mem::take(&mut view.views);
         let (mark, seqs) = (view.mark.take(), view.seqs.take());
         app.db(move |s| {
             let releases: HashMap<_, _> = s
@@ -75,13 +80,17 @@ impl Context {
                 deltas.insert(v.clone(), s.deltas(v)?);
             }
             let (changed, mark) = s.devices_changed(mark)?;
-            devices.extend(changed.into_iter().map(|d| (d.id.clone(), d)));
+            for d in changed {
+                views.insert(d.id.clone(), views::device(&d));
+                devices.insert(d.id.clone(), d);
+            }
             let seqs = match seqs {
                 Some(seqs) => seqs,
                 None => s.desired_seqs()?.into_iter().collect(),
             };
             Ok(Self {
                 devices,
+                views,
                 sites: s.sites()?.iter().map(views::site).collect(),
                 releases,
                 deltas,
@@ -95,6 +104,7 @@ impl Context {
     /// Hands the fleet view back for the next pass.
     pub fn keep(self, view: &mut FleetView) {
         view.devices = self.devices;
+        view.views = self.views;
         view.mark = self.mark;
         view.seqs = Some(self.seqs);
     }

@@ -20,7 +20,6 @@ use crate::desired::{self, Context, FleetView};
 use crate::model::{Decision, Quarantine, Rollout};
 use crate::selector::{Selector, SelectorError};
 use crate::store::{Fence, StepCommit, StoreError};
-use crate::views;
 
 /// A rollout could not be advanced.
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +101,12 @@ async fn pass(app: &App, view: &mut FleetView, epoch: u64) -> Result<(), EngineE
                 None => continue,
             },
         };
-        let committed = advance(app, &loaded, &mut ctx, Trigger::Tick { epoch }).await?;
-        if !committed {
-            // Unchanged: the next pass can reuse it as long as nobody else writes it.
-            view.rollouts.insert(head.id, loaded);
-        }
+        // Changed or not, the next pass reuses what this one holds as long as nobody else writes
+        // the row (its revision tells).
+        let kept = advance(app, &loaded, &mut ctx, Trigger::Tick { epoch })
+            .await?
+            .unwrap_or(loaded);
+        view.rollouts.insert(head.id, kept);
     }
     ctx.keep(view);
     Ok(())
@@ -180,17 +180,22 @@ enum Trigger<'a> {
     Command(Command, &'a str),
 }
 
-/// Steps or commands one rollout; true when it stored a change.
-async fn advance(app: &App, l: &Loaded, ctx: &mut Context, how: Trigger<'_>) -> Result<bool, EngineError> {
+/// Steps or commands one rollout; when it stored a change, the rollout as stored now.
+async fn advance(
+    app: &App,
+    l: &Loaded,
+    ctx: &mut Context,
+    how: Trigger<'_>,
+) -> Result<Option<Loaded>, EngineError> {
     let r = &l.rollout;
     let selector = Selector::parse(&r.selector)?;
     let product = ctx.releases.get(&r.version).map(|rel| rel.product.clone());
-    let targets: Vec<_> = ctx
+    let device_views: Vec<&halyard_rollout::DeviceView> = ctx
         .devices
         .values()
         .filter(|d| selector.matches(d) && product.as_deref().is_none_or(|p| p == d.product))
+        .filter_map(|d| ctx.views.get(&d.id))
         .collect();
-    let device_views: Vec<_> = targets.iter().map(|d| views::device(d)).collect();
     let now = Timestamp::from_second(app.now()).unwrap_or(Timestamp::UNIX_EPOCH);
     let (step, epoch) = match how {
         Trigger::Tick { epoch } => (
@@ -202,8 +207,9 @@ async fn advance(app: &App, l: &Loaded, ctx: &mut Context, how: Trigger<'_>) -> 
             None,
         ),
     };
+    drop(device_views);
     if step.actions.is_empty() && step.decisions.is_empty() && step.state == l.state {
-        return Ok(false);
+        return Ok(None);
     }
     let new_state = serde_json::to_value(&step.state).map_err(|e| EngineError::Seal(e.to_string()))?;
     let mut commit = build_commit(app, r, &step, new_state, ctx)?;
@@ -213,10 +219,21 @@ async fn advance(app: &App, l: &Loaded, ctx: &mut Context, how: Trigger<'_>) -> 
     };
     let now_s = app.now();
     let (id, to_store) = (r.id.clone(), commit.clone());
-    app.db(move |s| s.commit_step(&id, &to_store, now_s)).await?;
+    let rev = app.db(move |s| s.commit_step(&id, &to_store, now_s)).await?;
     publish(app, &commit).await;
     record(app, r, &step, &commit);
-    Ok(true)
+    let rollout = Rollout {
+        status: commit.status,
+        state: commit.state,
+        updated_at: now_s,
+        ..r.clone()
+    };
+    Ok(Some(Loaded {
+        rev,
+        rollout,
+        spec: l.spec.clone(),
+        state: step.state,
+    }))
 }
 
 fn build_commit(

@@ -409,10 +409,15 @@ fn commit_step_is_atomic(s: &dyn Store) {
         quarantines: vec![],
         ..StepCommit::default()
     };
-    s.commit_step("r1", &step, 5).expect("commit");
+    let before = s.rollout_with_rev("r1").expect("rev").expect("rollout").1;
+    let rev = s.commit_step("r1", &step, 5).expect("commit");
+    assert!(rev > before, "the commit's revision {rev} is not above {before}");
     assert_eq!(
-        s.rollout("r1").expect("get").map(|r| (r.state, r.updated_at)),
-        Some((serde_json::json!({"wave": 1}), 5))
+        s.rollout_with_rev("r1")
+            .expect("get")
+            .map(|(r, rev)| (r.state, r.updated_at, rev)),
+        Some((serde_json::json!({"wave": 1}), 5, rev)),
+        "commit_step returns the revision the row now has"
     );
     assert_eq!(s.desired_seq(&dev_id(1)).expect("seq"), 1);
     // a step whose desired sequence goes backwards fails as a whole: nothing of it is applied

@@ -1,5 +1,6 @@
 //! Operator commands: one `match (command, status)`; everything else is a typed error.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 use jiff::Timestamp;
@@ -56,16 +57,17 @@ pub enum CommandError {
 /// Applies an operator command. `devices` and `sites` are the same as for [`crate::step`]
 /// (needed to tell which devices get `Revert` and which `Cancel`). The actor is recorded in the
 /// decision. Apply the returned step exactly like a `step` result.
-pub fn command(
+pub fn command<V: Borrow<DeviceView>>(
     spec: &RolloutSpec,
     state: &RolloutState,
     cmd: Command,
     actor: &str,
-    devices: &[DeviceView],
+    devices: &[V],
     sites: &[Site],
     now: Timestamp,
 ) -> Result<Step, CommandError> {
-    let mut cx = Ctx::new(spec, state, devices, sites, now);
+    let devices: Vec<&DeviceView> = devices.iter().map(Borrow::borrow).collect();
+    let mut cx = Ctx::new(spec, state, &devices, sites, now);
     let by = format!("{cmd} by {actor}");
     match (cmd, &state.status) {
         (Command::Pause, Status::Running) => {

@@ -1,5 +1,6 @@
 //! `step`: the tick. Plans, observes devices, checks budgets, advances waves, assigns installs.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -25,14 +26,14 @@ impl<'a> Ctx<'a> {
     pub fn new(
         spec: &'a RolloutSpec,
         state: &RolloutState,
-        devices: &'a [DeviceView],
+        devices: &[&'a DeviceView],
         sites: &'a [Site],
         now: Timestamp,
     ) -> Self {
         Self {
             spec,
             now,
-            views: devices.iter().map(|d| (d.id.as_str(), d)).collect(),
+            views: devices.iter().map(|d| (d.id.as_str(), *d)).collect(),
             sites: sites.iter().map(|s| (s.name.as_str(), s)).collect(),
             state: state.clone(),
             actions: Vec::new(),
@@ -58,7 +59,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn run(&mut self, devices: &'a [DeviceView]) {
+    fn run(&mut self, devices: &[&'a DeviceView]) {
         self.plan_or_join(devices);
         if self.state.status != Status::Running {
             return;
@@ -158,21 +159,23 @@ impl<'a> Ctx<'a> {
 
 /// One tick of the rollout: call it periodically and after every device report.
 ///
-/// `devices` are exactly the devices the rollout targets (new ones join the rollout), `sites`
-/// every site they refer to, `now` the current instant. Pure: same inputs, same output; calling
-/// again with the returned state and the same inputs returns no new actions or decisions.
-pub fn step(
+/// `devices` are exactly the devices the rollout targets (new ones join the rollout), in any order,
+/// as views or references to views; `sites` every site they refer to, `now` the current instant.
+/// Pure: same inputs, same output; calling again with the returned state and the same inputs
+/// returns no new actions or decisions.
+pub fn step<V: Borrow<DeviceView>>(
     spec: &RolloutSpec,
     state: &RolloutState,
-    devices: &[DeviceView],
+    devices: &[V],
     sites: &[Site],
     now: Timestamp,
 ) -> Step {
-    let mut cx = Ctx::new(spec, state, devices, sites, now);
+    let devices: Vec<&DeviceView> = devices.iter().map(Borrow::borrow).collect();
+    let mut cx = Ctx::new(spec, state, &devices, sites, now);
     match cx.state.status {
-        Status::Running => cx.run(devices),
+        Status::Running => cx.run(&devices),
         Status::Paused { .. } => {
-            cx.plan_or_join(devices);
+            cx.plan_or_join(&devices);
             cx.observe();
         }
         Status::Reverting { .. } => cx.check_reverted(),

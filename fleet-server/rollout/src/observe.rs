@@ -12,7 +12,11 @@ use crate::state::{DeviceRecord, Failure, FailureKind, Status};
 impl Ctx<'_> {
     /// Updates every assigned, not yet exited device from its report.
     pub(crate) fn observe(&mut self) {
-        let ids: Vec<String> = self.state.devices.keys().cloned().collect();
+        // Only devices still in play: waiting, exited and failed ones have nothing to observe.
+        let ids: Vec<String> = (self.state.devices.iter())
+            .filter(|(_, r)| r.assigned_at.is_some() && r.exit.is_none() && r.failure.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             self.observe_one(&id);
         }

@@ -9,7 +9,7 @@ use crate::output::DecisionKind;
 use crate::state::{DeviceRecord, Status, WaveState};
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn plan_or_join(&mut self, devices: &'a [DeviceView]) {
+    pub(crate) fn plan_or_join(&mut self, devices: &[&'a DeviceView]) {
         if self.state.planned {
             self.join(devices);
         } else {
@@ -17,7 +17,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn plan(&mut self, devices: &'a [DeviceView]) {
+    fn plan(&mut self, devices: &[&'a DeviceView]) {
         self.state.planned = true;
         if let Err(e) = self.spec.policy.validate() {
             let reason = format!("invalid policy: {e}");
@@ -90,11 +90,13 @@ impl<'a> Ctx<'a> {
     }
 
     /// Devices not seen before join the last wave, or the active wave when their hardware
-    /// class is new to the rollout (so an untested class is exposed as early as possible).
-    fn join(&mut self, devices: &'a [DeviceView]) {
+    /// class is new to the rollout (so an untested class is exposed as early as possible). They
+    /// join in the order of their ids, whatever the order they were handed in.
+    fn join(&mut self, devices: &[&'a DeviceView]) {
         if self.state.waves.is_empty() {
             return;
         }
+        let mut new: Vec<&DeviceView> = Vec::new();
         for d in devices {
             let id = d.id.as_str();
             if self.state.devices.contains_key(id) || self.state.already_current.contains(id) {
@@ -104,6 +106,11 @@ impl<'a> Ctx<'a> {
                 self.state.already_current.insert(d.id.clone());
                 continue;
             }
+            new.push(d);
+        }
+        new.sort_by(|a, b| a.id.cmp(&b.id));
+        new.dedup_by(|a, b| a.id == b.id);
+        for d in new {
             self.join_one(d);
         }
     }

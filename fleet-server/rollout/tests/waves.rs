@@ -143,6 +143,41 @@ fn device_enrolling_mid_rollout_joins_the_last_wave() {
 }
 
 #[test]
+fn joiners_handed_in_any_order_or_by_reference_give_the_same_step() {
+    let mut f = fleet();
+    f.run(600, 1);
+    let late: Vec<_> = ["late-c", "late-a", "odd-b", "late-b"]
+        .iter()
+        .map(|id| {
+            let hw = if id.starts_with("odd") {
+                "gateway-riscv"
+            } else {
+                "pos-arm"
+            };
+            device(id, "ber", hw, f.now)
+        })
+        .collect();
+    let mut forward = f.devices.clone();
+    forward.extend(late.iter().cloned());
+    let mut backward: Vec<&DeviceView> = late.iter().rev().collect();
+    backward.extend(f.devices.iter().rev());
+    let a = step(&f.spec, &f.state, &forward, &f.sites, f.now);
+    let b = step(&f.spec, &f.state, &backward, &f.sites, f.now);
+    assert_eq!(a, b, "the order devices are handed in changed the step");
+    let joined: Vec<_> = a
+        .decisions
+        .iter()
+        .filter(|d| d.kind == DecisionKind::Joined)
+        .map(|d| d.message.split_whitespace().nth(1).unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        joined,
+        ["late-a", "late-b", "late-c", "odd-b"],
+        "joiners join by id"
+    );
+}
+
+#[test]
 fn device_of_a_new_hw_class_joins_the_active_wave() {
     let mut f = fleet();
     f.run(600, 1);

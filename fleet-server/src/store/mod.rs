@@ -183,7 +183,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// [`Store::rollouts`], without reading their states.
     fn rollout_revs(&self) -> StoreResult<Vec<RolloutRev>>;
     /// Applies one engine step atomically: state, decisions, desired envelopes, quarantines.
-    fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<()>;
+    /// Returns the rollout row's new revision (see [`Store::rollout_revs`]), so the engine can keep
+    /// the state it wrote instead of reading it back.
+    fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<i64>;
     fn decisions(&self, rollout: &str) -> StoreResult<Vec<Decision>>;
 
     // desired state per device

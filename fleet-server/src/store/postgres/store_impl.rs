@@ -381,7 +381,7 @@ impl Store for PgStore {
         )
     }
 
-    fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<()> {
+    fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<i64> {
         self.tx(|tx| writes::commit_step(tx, rollout, step, now))
     }
 

@@ -238,12 +238,14 @@ fn check_fence(tx: &mut Transaction<'_>, id: &str, step: &StepCommit) -> TxResul
 }
 
 /// One engine step: fence check, then state, decisions, desired envelopes and quarantines.
-pub(super) fn commit_step(tx: &mut Transaction<'_>, id: &str, step: &StepCommit, now: i64) -> TxResult<()> {
+pub(super) fn commit_step(tx: &mut Transaction<'_>, id: &str, step: &StepCommit, now: i64) -> TxResult<i64> {
     check_fence(tx, id, step)?;
-    tx.execute(
-        "UPDATE rollouts SET status = $2, state = $3, updated_at = $4 WHERE id = $1",
+    // The BEFORE UPDATE trigger bumps `rev`, so RETURNING carries the new revision.
+    let row = tx.query_one(
+        "UPDATE rollouts SET status = $2, state = $3, updated_at = $4 WHERE id = $1 RETURNING rev",
         &[&id, &step.status, &to_json(&step.state)?, &now],
     )?;
+    let rev: i64 = col(&row, 0)?;
     for d in &step.decisions {
         tx.execute(
             "INSERT INTO decisions (rollout, at, kind, message) VALUES ($1, $2, $3, $4)",
@@ -256,7 +258,7 @@ pub(super) fn commit_step(tx: &mut Transaction<'_>, id: &str, step: &StepCommit,
     for q in &step.quarantines {
         put_quarantine(tx, q)?;
     }
-    Ok(())
+    Ok(rev)
 }
 
 /// Takes or renews the engine lease by [`leader::decide`], on the database's clock (replica clocks

@@ -158,7 +158,7 @@ pub(super) fn put_quarantine(conn: &Connection, q: &Quarantine) -> StoreResult<(
 }
 
 /// One engine step, inside the caller's transaction.
-pub(super) fn commit_step(conn: &Connection, id: &str, step: &StepCommit, now: i64) -> StoreResult<()> {
+pub(super) fn commit_step(conn: &Connection, id: &str, step: &StepCommit, now: i64) -> StoreResult<i64> {
     let changed = conn
         .execute(
             "UPDATE rollouts SET status = ?2, state = ?3, updated_at = ?4 WHERE id = ?1",
@@ -184,5 +184,8 @@ pub(super) fn commit_step(conn: &Connection, id: &str, step: &StepCommit, now: i
     for q in &step.quarantines {
         put_quarantine(conn, q)?;
     }
-    Ok(())
+    // The revision the update's trigger gave the row (a trigger's writes are not in RETURNING).
+    conn.prepare_cached("SELECT rev FROM rollouts WHERE id = ?1")
+        .and_then(|mut st| st.query_row(params![id], |r| r.get(0)))
+        .map_err(db)
 }

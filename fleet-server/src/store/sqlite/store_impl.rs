@@ -369,7 +369,7 @@ impl Store for SqliteStore {
         )
     }
 
-    fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<()> {
+    fn commit_step(&self, rollout: &str, step: &StepCommit, now: i64) -> StoreResult<i64> {
         self.tx(|tx| ro::commit_step(tx, rollout, step, now))
     }
 
