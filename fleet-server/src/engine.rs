@@ -215,11 +215,14 @@ async fn advance(
     let mut commit = build_commit(app, r, &step, new_state, ctx)?;
     commit.fence = Fence {
         epoch,
-        prior_state: Some(r.state.clone()),
+        prior_rev: Some(l.rev),
     };
     let now_s = app.now();
-    let (id, to_store) = (r.id.clone(), commit.clone());
-    let rev = app.db(move |s| s.commit_step(&id, &to_store, now_s)).await?;
+    let id = r.id.clone();
+    // The commit goes to the store task and comes back: a state as large as the fleet is not cloned.
+    let (rev, commit) = app
+        .db(move |s| s.commit_step(&id, &commit, now_s).map(|rev| (rev, commit)))
+        .await?;
     publish(app, &commit).await;
     record(app, r, &step, &commit);
     let rollout = Rollout {

@@ -100,8 +100,9 @@ pub struct Fence {
     /// The engine lease epoch this step was computed under (a fencing token): refused once another
     /// replica took the lease. `None` for operator commands, which any replica may apply.
     pub epoch: Option<u64>,
-    /// The rollout state the step was computed from: refused if another writer changed it since.
-    pub prior_state: Option<serde_json::Value>,
+    /// The revision of the rollout row the step was computed from ([`Store::rollout_revs`]): refused
+    /// if another writer changed the row since (every write bumps it).
+    pub prior_rev: Option<i64>,
 }
 
 /// A position in the devices' change feed ([`Store::devices_changed`]); only the backend that issued

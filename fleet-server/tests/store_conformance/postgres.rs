@@ -171,9 +171,10 @@ fn postgres_lease_fences_a_deposed_leader() {
     assert_eq!(s.engine_lease("a", 60_000).expect("lease"), Some(1));
     assert_eq!(s.engine_lease("b", 60_000).expect("lease"), None, "b must wait");
     assert_eq!(s.engine_lease("a", 60_000).expect("renew"), Some(1));
-    let fenced = |epoch: u64, prior: u64| Fence {
+    // `prior` is the row's revision the step was computed from: 0 as put, 1 after one commit
+    let fenced = |epoch: u64, prior: i64| Fence {
         epoch: Some(epoch),
-        prior_state: Some(serde_json::json!({ "wave": prior })),
+        prior_rev: Some(prior),
     };
     s.commit_step("r1", &step(1, fenced(1, 0)), 2)
         .expect("leader commits");

@@ -189,10 +189,6 @@ pub(super) fn rollout(r: &Row) -> TxResult<Rollout> {
     })
 }
 
-pub(super) fn rollout_state(text: &str) -> StoreResult<serde_json::Value> {
-    json("rollout state", text)
-}
-
 pub(super) fn decision(r: &Row) -> TxResult<Decision> {
     Ok(Decision {
         rollout: col(r, 0)?,

@@ -216,7 +216,7 @@ fn check_fence(tx: &mut Transaction<'_>, id: &str, step: &StepCommit) -> TxResul
             .into());
         }
     }
-    let row = tx.query_opt("SELECT state FROM rollouts WHERE id = $1 FOR UPDATE", &[&id])?;
+    let row = tx.query_opt("SELECT rev FROM rollouts WHERE id = $1 FOR UPDATE", &[&id])?;
     let Some(row) = row else {
         return Err(StoreError::NotFound {
             what: "rollout",
@@ -224,11 +224,11 @@ fn check_fence(tx: &mut Transaction<'_>, id: &str, step: &StepCommit) -> TxResul
         }
         .into());
     };
-    if let Some(prior) = &step.fence.prior_state {
-        let state: String = col(&row, 0)?;
-        if &rows::rollout_state(&state)? != prior {
+    if let Some(prior) = step.fence.prior_rev {
+        let rev: i64 = col(&row, 0)?;
+        if rev != prior {
             return Err(StoreError::Fenced {
-                what: "rollout state",
+                what: "rollout revision",
                 key: id.to_owned(),
             }
             .into());
