@@ -106,6 +106,54 @@ pub struct Fleetline {
     refused: SocketAddr,
 }
 
+/// Open files a real-time fleet may need: a socket per device, and during a wave a download, a
+/// health-check connection and the server's end of each.
+const OPEN_FILES: u64 = 65_536;
+
+/// Raises this process's limit of open files to `wanted` where it may (the hard limit too, as
+/// root), else to its hard limit; returns the limit now (`None`: unlimited).
+fn raise_open_files(wanted: u64) -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let Some(hard) = now.maximum else {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(wanted),
+                maximum: None,
+            },
+        );
+        return getrlimit(Resource::Nofile).current;
+    };
+    let raised = Rlimit {
+        current: Some(hard.max(wanted)),
+        maximum: Some(hard.max(wanted)),
+    };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// The "service" that healthy images check: a loopback listener whose connections are accepted and
+/// dropped. Its accept queue holds 4,096 (std's default of 128 overflows when a wave of thousands
+/// checks at once, and a dropped SYN costs the 2 s check a retransmit).
+fn health_service(rt: &tokio::runtime::Runtime) -> std::io::Result<std::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let listener = rt.block_on(async { socket.listen(4096) })?.into_std()?;
+    listener.set_nonblocking(false)?;
+    let acceptor = listener.try_clone()?;
+    std::thread::spawn(move || acceptor.incoming().for_each(drop));
+    Ok(listener)
+}
+
 fn refused_addr() -> Result<SocketAddr, HarnessError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::Server(e.to_string()))?;
     l.local_addr().map_err(|e| HarnessError::Server(e.to_string()))
@@ -121,25 +169,22 @@ impl Fleetline {
     ) -> Result<Self, HarnessError> {
         let fleet = Fleet::new(7)?;
         let _: Value = control.put_bytes("/api/v1/trust-root", fleet.root_json())?;
-        let health =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::Server(e.to_string()))?;
-        // The "service" that healthy images check: accept and drop, so the accept queue never fills.
-        let acceptor = health
-            .try_clone()
+        let open_files = raise_open_files(OPEN_FILES);
+        tracing::info!(open_files = ?open_files, "limit of open files for the fleet's sockets");
+        let links = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sim-mqtt")
+            .enable_all()
+            .build()
             .map_err(|e| HarnessError::Server(e.to_string()))?;
-        std::thread::spawn(move || acceptor.incoming().for_each(drop));
+        let health = health_service(&links).map_err(|e| HarnessError::Server(e.to_string()))?;
         let me = Self {
             fleet,
             control,
             devices: Vec::new(),
             threads: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
-            links: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("sim-mqtt")
-                .enable_all()
-                .build()
-                .map_err(|e| HarnessError::Server(e.to_string()))?,
+            links,
             dir: dir.to_path_buf(),
             image_len,
             health,
