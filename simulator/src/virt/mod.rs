@@ -9,7 +9,8 @@
 //! - [`device`]: a device (real agent driver over `hardware` fakes).
 //! - [`server`]: the server core driven by the loop, its operator API on loopback.
 //! - `steps`: the device steps of one instant, run on every core.
-//! - [`world`]: the event loop and the broker's retained state; `inject`: faults; [`log`]: the event log.
+//! - [`world`]: the event loop and the broker's retained state; `inject`: faults; `rollouts`: engine
+//!   passes and rollout statuses; [`log`]: the event log.
 //! - [`scenario`]: a scenario file run in virtual time.
 
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod device;
 mod inject;
 pub mod link;
 pub mod log;
+mod rollouts;
 pub mod scenario;
 pub mod server;
 mod steps;

@@ -75,13 +75,13 @@ pub struct World {
     engine_at: Option<i64>,
     /// When the engine last ran: wake-ups from reports are coalesced to one pass per `engine_tick`,
     /// as the real server coalesces them to one pass per tick.
-    engine_ran: i64,
+    pub(super) engine_ran: i64,
     pub(super) faults: Vec<FaultSpec>,
-    seen_decisions: HashMap<String, usize>,
+    pub(super) seen_decisions: HashMap<String, usize>,
     /// Rollout ids and statuses as of the last engine pass (only passes and operator calls change
     /// them; see [`World::refresh_rollouts`]).
-    rollouts: Vec<halyard_server::store::RolloutRev>,
-    timing: Timing,
+    pub(super) rollouts: Vec<halyard_server::store::RolloutRev>,
+    pub(super) timing: Timing,
     pub(super) seed: u64,
     /// Threads the device steps of one instant run on.
     threads: usize,
@@ -187,29 +187,6 @@ impl World {
     /// Whether any device is updating or about to act.
     pub fn busy(&self) -> bool {
         self.devices.iter().any(|d| d.is_busy() || !d.is_up())
-    }
-
-    /// A rollout's status as of the last engine pass or [`World::refresh_rollouts`]; none while the
-    /// server is down.
-    pub fn rollout_status(&self, id: &str) -> Option<&str> {
-        self.server.as_ref()?;
-        self.rollouts
-            .iter()
-            .find(|r| r.id == id)
-            .map(|r| r.status.as_str())
-    }
-
-    /// Reads rollout statuses from the store again (after an operator call). Ids and statuses only:
-    /// a rollout's state is as large as the fleet.
-    pub fn refresh_rollouts(&mut self) -> Result<(), VServerError> {
-        if let Some(server) = &self.server {
-            self.rollouts = server
-                .app
-                .store
-                .rollout_revs()
-                .map_err(|e| VServerError(e.to_string()))?;
-        }
-        Ok(())
     }
 
     /// Waits until the server has stored every message that reached it so far.
@@ -496,37 +473,6 @@ impl World {
         inbound.push((topic, payload));
     }
 
-    fn engine_step(&mut self, t: i64) -> Result<(), VServerError> {
-        let Some(server) = &self.server else {
-            return Ok(());
-        };
-        self.stats.engine_steps += 1;
-        self.engine_ran = t;
-        let published = server.engine_step()?;
-        self.refresh_rollouts()?;
-        let Some(server) = &self.server else {
-            return Ok(());
-        };
-        let active = self
-            .rollouts
-            .iter()
-            .any(|r| halyard_server::engine::is_active(&r.status));
-        let decisions = new_decisions(server, &self.rollouts, &mut self.seen_decisions)?;
-        for d in decisions {
-            self.log.line(
-                self.since(t),
-                "rollout",
-                &d.rollout,
-                &format!("[{}] {}", d.kind, d.message),
-            );
-        }
-        self.publish(t, published.into_iter().map(|o| (o.topic, o.payload)));
-        if active {
-            self.wake_engine(t + self.timing.engine_tick);
-        }
-        Ok(())
-    }
-
     /// Desired states the server published: retained, delivered to connected devices.
     pub(super) fn publish(&mut self, t: i64, messages: impl Iterator<Item = (String, Vec<u8>)>) {
         for (topic, payload) in messages {
@@ -543,22 +489,4 @@ impl World {
             }
         }
     }
-}
-
-fn new_decisions(
-    server: &VServer,
-    rollouts: &[halyard_server::store::RolloutRev],
-    seen: &mut HashMap<String, usize>,
-) -> Result<Vec<halyard_server::model::Decision>, VServerError> {
-    let store = &server.app.store;
-    let err = |e: halyard_server::store::StoreError| VServerError(e.to_string());
-    let mut out = Vec::new();
-    let mut rollouts: Vec<_> = rollouts.iter().collect();
-    rollouts.sort_by(|a, b| a.id.cmp(&b.id));
-    for r in rollouts {
-        let all = store.decisions(&r.id).map_err(err)?;
-        let n = seen.entry(r.id.clone()).or_default();
-        out.extend(all.into_iter().skip(*n).inspect(|_| *n += 1));
-    }
-    Ok(out)
 }
