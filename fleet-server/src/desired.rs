@@ -25,7 +25,7 @@ pub struct FleetView {
     views: HashMap<DeviceId, DeviceView>,
     mark: Option<ChangeMark>,
     seqs: Option<HashMap<DeviceId, u64>>,
-    /// Rollouts the last pass read and did not change, by id.
+    /// Rollouts as the last pass read or wrote them, by id (used again while their revision holds).
     pub(crate) rollouts: HashMap<String, crate::engine::Loaded>,
     /// The lease epoch the view was kept under: another leader may have issued desired states
     /// between two terms of this one.
