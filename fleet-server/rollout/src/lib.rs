@@ -18,6 +18,7 @@
 //! - `rng`: splitmix64 and per-device seeded ranks.
 //! - `engine`: [`step`]: plan, observe, budget, advance, assign.
 //! - `plan`, `observe`, `assign`, `revert`: the parts of a step.
+//! - `quiet`: [`quiet_until`], how long a step cannot change anything unless its inputs do.
 
 mod assign;
 pub mod canary;
@@ -28,6 +29,7 @@ mod observe;
 pub mod output;
 mod plan;
 pub mod policy;
+mod quiet;
 mod revert;
 pub mod rng;
 pub mod state;
@@ -38,5 +40,6 @@ pub use device::{DeviceView, Phase};
 pub use engine::step;
 pub use output::{Action, Decision, DecisionKind, Step};
 pub use policy::{Breach, Budget, Policy, PolicyError, RolloutSpec, WaveSize, WaveSpec};
+pub use quiet::quiet_until;
 pub use state::{DeviceRecord, Exit, Failure, FailureKind, RolloutState, Status, WaveState};
 pub use windows::{MaintenanceWindow, Site, SiteError, Weekday, Window, WindowState};

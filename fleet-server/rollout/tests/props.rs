@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use halyard_rollout::*;
+use jiff::Timestamp;
 use proptest::prelude::*;
 
 fn behave_of(i: u8) -> Behave {
@@ -123,5 +124,72 @@ proptest! {
             let beyond_wave_1 = f.installs().iter().any(|id| f.wave_of(id) > 0);
             prop_assert!(!beyond_wave_1, "a failing class got past wave 1 (budget 0)");
         }
+    }
+}
+
+/// Steps at `t` with the fleet's inputs unchanged; true when nothing would happen.
+fn unchanged_at(f: &Fleet, t: Timestamp) -> bool {
+    let out = step(&f.spec, &f.state, &f.devices, &f.sites, t);
+    out.actions.is_empty() && out.decisions.is_empty() && out.state == f.state
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A caller may skip steps until `quiet_until` when no input changed: probing times before it
+    /// (and, for `None`, far ahead) must find nothing to do, through whole rollouts with windows,
+    /// site caps, silent and failing devices.
+    #[test]
+    fn nothing_happens_before_quiet_until(
+        fleet in prop::collection::vec((0u8..3, 0u8..4), 1..40),
+        behaviours in prop::collection::vec(0u8..6, 4),
+        revert in any::<bool>(),
+        seed in any::<u64>(),
+        tick in 60i64..1800,
+    ) {
+        let class_behave: BTreeMap<String, Behave> =
+            behaviours.iter().enumerate().map(|(i, b)| (format!("hw{i}"), behave_of(*b))).collect();
+        let now = ts("2026-06-01T10:00:00Z");
+        let devs: Vec<DeviceView> = fleet
+            .iter()
+            .enumerate()
+            .map(|(i, (s, c))| device(&format!("d{i}"), &format!("s{s}"), &format!("hw{c}"), now))
+            .collect();
+        let mut windowed = site("s1", "Europe/Berlin");
+        windowed.windows = vec![MaintenanceWindow { days: vec![], start: "02:00".into(), end: "04:00".into() }];
+        let mut capped = site("s2", "America/New_York");
+        capped.max_concurrent = Some(1);
+        let sites = vec![site("s0", "Europe/Berlin"), windowed, capped];
+        let mut spec = three_waves(if revert { Breach::Revert } else { Breach::Pause });
+        spec.seed = seed;
+        let mut f = Fleet::new(spec, devs, sites, now);
+        f.class_behave = class_behave;
+        let mut probed = 0;
+        for _ in 0..300 {
+            f.tick(tick);
+            let actions = f.step();
+            f.apply(&actions);
+            if !unchanged_at(&f, f.now) {
+                continue;
+            }
+            let quiet = quiet_until(&f.spec, &f.state, &f.devices, f.now);
+            let probes: Vec<i64> = match quiet {
+                Some(q) => {
+                    let (a, b) = (f.now.as_second(), q.as_second());
+                    prop_assert!(b >= a, "quiet_until {q} is before now {}", f.now);
+                    if b - a < 2 { vec![] } else { vec![a + 1, a + (b - a) / 2, b - 1] }
+                }
+                None => vec![f.now.as_second() + 86_400, f.now.as_second() + 40 * 86_400],
+            };
+            for p in probes {
+                probed += 1;
+                let t = Timestamp::from_second(p).unwrap();
+                prop_assert!(unchanged_at(&f, t), "something happened at {t}, before quiet_until {quiet:?} (now {})", f.now);
+            }
+            if !matches!(f.state.status, Status::Running | Status::Reverting { .. }) {
+                break;
+            }
+        }
+        prop_assert!(probed > 0 || f.state.status != Status::Running, "nothing was probed");
     }
 }
