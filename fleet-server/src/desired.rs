@@ -30,6 +30,27 @@ pub struct FleetView {
     /// The lease epoch the view was kept under: another leader may have issued desired states
     /// between two terms of this one.
     pub(crate) epoch: Option<u64>,
+    /// Rollouts the last step left unchanged, with until when only new inputs can change them
+    /// ([`halyard_rollout::quiet_until`]); see [`FleetView::quiet`].
+    pub(crate) quiet: HashMap<String, Quiet>,
+    /// The sites and releases the last pass saw: a change to either is a new input.
+    inputs: Option<Inputs>,
+}
+
+/// A rollout a step left unchanged at revision `rev`: stepping it again changes nothing before
+/// `until` (unix seconds; `None`: never) while no input changes.
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet {
+    pub rev: i64,
+    pub until: Option<i64>,
+}
+
+/// What a pass reads besides devices and rollouts, compared between passes.
+#[derive(Debug, PartialEq)]
+struct Inputs {
+    sites: Vec<halyard_rollout::Site>,
+    /// (version, product, bundle digest) of every release.
+    releases: Vec<(String, String, String)>,
 }
 
 impl FleetView {
@@ -46,6 +67,13 @@ impl FleetView {
     pub fn forget_seqs(&mut self) {
         self.seqs = None;
     }
+
+    /// Whether stepping rollout `id` at revision `rev` can be skipped at `now`: the last step left it
+    /// unchanged at that revision, no device, site or release changed since (`ctx`), and `now` is
+    /// before the time it could change by itself.
+    pub fn quiet(&self, ctx: &Context, id: &str, rev: i64, now: i64) -> bool {
+        ctx.unchanged && (self.quiet.get(id)).is_some_and(|q| q.rev == rev && q.until.is_none_or(|u| now < u))
+    }
 }
 
 /// What the engine needs besides the rollout itself, loaded once per pass.
@@ -60,6 +88,9 @@ pub struct Context {
     /// The last desired sequence number issued per device.
     pub seqs: HashMap<DeviceId, u64>,
     mark: Option<ChangeMark>,
+    /// No device, site or release changed since the pass that kept the fleet view.
+    pub unchanged: bool,
+    inputs: Option<Inputs>,
 }
 
 impl Context {
@@ -69,6 +100,7 @@ impl Context {
         let mut devices = std::mem::take(&mut view.devices);
         let mut views = std::mem::take(&mut view.views);
         let (mark, seqs) = (view.mark.take(), view.seqs.take());
+        let before = view.inputs.take();
         app.db(move |s| {
             let releases: HashMap<_, _> = s
                 .releases()?
@@ -79,7 +111,9 @@ impl Context {
             for v in releases.keys() {
                 deltas.insert(v.clone(), s.deltas(v)?);
             }
+            let had_mark = mark.is_some();
             let (changed, mark) = s.devices_changed(mark)?;
+            let devices_unchanged = had_mark && changed.is_empty();
             for d in changed {
                 views.insert(d.id.clone(), views::device(&d));
                 devices.insert(d.id.clone(), d);
@@ -88,14 +122,25 @@ impl Context {
                 Some(seqs) => seqs,
                 None => s.desired_seqs()?.into_iter().collect(),
             };
+            let sites: Vec<_> = s.sites()?.iter().map(views::site).collect();
+            let mut listed: Vec<_> = (releases.values())
+                .map(|r| (r.version.clone(), r.product.clone(), r.bundle_sha256.clone()))
+                .collect();
+            listed.sort();
+            let inputs = Inputs {
+                sites: sites.clone(),
+                releases: listed,
+            };
             Ok(Self {
                 devices,
                 views,
-                sites: s.sites()?.iter().map(views::site).collect(),
+                sites,
                 releases,
                 deltas,
                 seqs,
                 mark: Some(mark),
+                unchanged: devices_unchanged && before.as_ref() == Some(&inputs),
+                inputs: Some(inputs),
             })
         })
         .await
@@ -107,6 +152,7 @@ impl Context {
         view.views = self.views;
         view.mark = self.mark;
         view.seqs = Some(self.seqs);
+        view.inputs = self.inputs;
     }
 }
 

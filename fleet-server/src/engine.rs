@@ -93,7 +93,12 @@ async fn pass(app: &App, view: &mut FleetView, epoch: u64) -> Result<(), EngineE
         return Ok(());
     }
     let mut ctx = Context::load(app, view).await?;
+    let now = app.now();
     for head in active {
+        if view.quiet(&ctx, &head.id, head.rev, now) {
+            // Nothing changed since a step that changed nothing, and nothing is due yet.
+            continue;
+        }
         let loaded = match view.rollouts.remove(&head.id) {
             Some(l) if l.rev == head.rev => l,
             _ => match read(app, &head.id).await? {
@@ -103,9 +108,17 @@ async fn pass(app: &App, view: &mut FleetView, epoch: u64) -> Result<(), EngineE
         };
         // Changed or not, the next pass reuses what this one holds as long as nobody else writes
         // the row (its revision tells).
-        let kept = advance(app, &loaded, &mut ctx, Trigger::Tick { epoch })
-            .await?
-            .unwrap_or(loaded);
+        let kept = match advance(app, &loaded, &mut ctx, Trigger::Tick { epoch }).await? {
+            Advanced::Stored(l) => *l,
+            Advanced::Unchanged { quiet_until } => {
+                let quiet = desired::Quiet {
+                    rev: loaded.rev,
+                    until: quiet_until.map(|t| t.as_second()),
+                };
+                view.quiet.insert(head.id.clone(), quiet);
+                loaded
+            }
+        };
         view.rollouts.insert(head.id, kept);
     }
     ctx.keep(view);
@@ -180,13 +193,22 @@ enum Trigger<'a> {
     Command(Command, &'a str),
 }
 
-/// Steps or commands one rollout; when it stored a change, the rollout as stored now.
+/// What stepping a rollout did.
+enum Advanced {
+    /// It stored a change; the rollout as stored now.
+    Stored(Box<Loaded>),
+    /// Nothing to store; with the same inputs nothing changes before this
+    /// ([`halyard_rollout::quiet_until`]).
+    Unchanged { quiet_until: Option<Timestamp> },
+}
+
+/// Steps or commands one rollout.
 async fn advance(
     app: &App,
     l: &Loaded,
     ctx: &mut Context,
     how: Trigger<'_>,
-) -> Result<Option<Loaded>, EngineError> {
+) -> Result<Advanced, EngineError> {
     let r = &l.rollout;
     let selector = Selector::parse(&r.selector)?;
     let product = ctx.releases.get(&r.version).map(|rel| rel.product.clone());
@@ -207,10 +229,11 @@ async fn advance(
             None,
         ),
     };
-    drop(device_views);
     if step.actions.is_empty() && step.decisions.is_empty() && step.state == l.state {
-        return Ok(None);
+        let quiet_until = halyard_rollout::quiet_until(&l.spec, &l.state, &device_views, now);
+        return Ok(Advanced::Unchanged { quiet_until });
     }
+    drop(device_views);
     let new_state = serde_json::to_value(&step.state).map_err(|e| EngineError::Seal(e.to_string()))?;
     let mut commit = build_commit(app, r, &step, new_state, ctx)?;
     commit.fence = Fence {
@@ -231,12 +254,12 @@ async fn advance(
         updated_at: now_s,
         ..r.clone()
     };
-    Ok(Some(Loaded {
+    Ok(Advanced::Stored(Box::new(Loaded {
         rev,
         rollout,
         spec: l.spec.clone(),
         state: step.state,
-    }))
+    })))
 }
 
 fn build_commit(
