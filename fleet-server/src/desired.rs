@@ -31,7 +31,7 @@ pub struct FleetView {
     /// between two terms of this one.
     pub(crate) epoch: Option<u64>,
     /// Rollouts the last step left unchanged, with until when only new inputs can change them
-    /// ([`halyard_rollout::quiet_until`]); see [`FleetView::quiet`].
+    /// ([`halyard_rollout::quiet_until`]); see [`FleetView::is_quiet`].
     pub(crate) quiet: HashMap<String, Quiet>,
     /// The sites and releases the last pass saw: a change to either is a new input.
     inputs: Option<Inputs>,
@@ -69,10 +69,11 @@ impl FleetView {
     }
 
     /// Whether stepping rollout `id` at revision `rev` can be skipped at `now`: the last step left it
-    /// unchanged at that revision, no device, site or release changed since (`ctx`), and `now` is
-    /// before the time it could change by itself.
-    pub fn quiet(&self, ctx: &Context, id: &str, rev: i64, now: i64) -> bool {
-        ctx.unchanged && (self.quiet.get(id)).is_some_and(|q| q.rev == rev && q.until.is_none_or(|u| now < u))
+    /// unchanged at that revision, no device, site or release changed since (any load that sees a
+    /// change, a pass's or an operator command's, forgets every quiet rollout), and `now` is before
+    /// the time it could change by itself.
+    pub fn is_quiet(&self, id: &str, rev: i64, now: i64) -> bool {
+        (self.quiet.get(id)).is_some_and(|q| q.rev == rev && q.until.is_none_or(|u| now < u))
     }
 }
 
@@ -88,8 +89,8 @@ pub struct Context {
     /// The last desired sequence number issued per device.
     pub seqs: HashMap<DeviceId, u64>,
     mark: Option<ChangeMark>,
-    /// No device, site or release changed since the pass that kept the fleet view.
-    pub unchanged: bool,
+    /// No device, site or release changed since the load before this one.
+    unchanged: bool,
     inputs: Option<Inputs>,
 }
 
@@ -101,49 +102,55 @@ impl Context {
         let mut views = std::mem::take(&mut view.views);
         let (mark, seqs) = (view.mark.take(), view.seqs.take());
         let before = view.inputs.take();
-        app.db(move |s| {
-            let releases: HashMap<_, _> = s
-                .releases()?
-                .into_iter()
-                .map(|r| (r.version.clone(), r))
-                .collect();
-            let mut deltas = HashMap::new();
-            for v in releases.keys() {
-                deltas.insert(v.clone(), s.deltas(v)?);
-            }
-            let had_mark = mark.is_some();
-            let (changed, mark) = s.devices_changed(mark)?;
-            let devices_unchanged = had_mark && changed.is_empty();
-            for d in changed {
-                views.insert(d.id.clone(), views::device(&d));
-                devices.insert(d.id.clone(), d);
-            }
-            let seqs = match seqs {
-                Some(seqs) => seqs,
-                None => s.desired_seqs()?.into_iter().collect(),
-            };
-            let sites: Vec<_> = s.sites()?.iter().map(views::site).collect();
-            let mut listed: Vec<_> = (releases.values())
-                .map(|r| (r.version.clone(), r.product.clone(), r.bundle_sha256.clone()))
-                .collect();
-            listed.sort();
-            let inputs = Inputs {
-                sites: sites.clone(),
-                releases: listed,
-            };
-            Ok(Self {
-                devices,
-                views,
-                sites,
-                releases,
-                deltas,
-                seqs,
-                mark: Some(mark),
-                unchanged: devices_unchanged && before.as_ref() == Some(&inputs),
-                inputs: Some(inputs),
+        let ctx = app
+            .db(move |s| {
+                let releases: HashMap<_, _> = s
+                    .releases()?
+                    .into_iter()
+                    .map(|r| (r.version.clone(), r))
+                    .collect();
+                let mut deltas = HashMap::new();
+                for v in releases.keys() {
+                    deltas.insert(v.clone(), s.deltas(v)?);
+                }
+                let had_mark = mark.is_some();
+                let (changed, mark) = s.devices_changed(mark)?;
+                let devices_unchanged = had_mark && changed.is_empty();
+                for d in changed {
+                    views.insert(d.id.clone(), views::device(&d));
+                    devices.insert(d.id.clone(), d);
+                }
+                let seqs = match seqs {
+                    Some(seqs) => seqs,
+                    None => s.desired_seqs()?.into_iter().collect(),
+                };
+                let sites: Vec<_> = s.sites()?.iter().map(views::site).collect();
+                let mut listed: Vec<_> = (releases.values())
+                    .map(|r| (r.version.clone(), r.product.clone(), r.bundle_sha256.clone()))
+                    .collect();
+                listed.sort();
+                let inputs = Inputs {
+                    sites: sites.clone(),
+                    releases: listed,
+                };
+                Ok(Self {
+                    devices,
+                    views,
+                    sites,
+                    releases,
+                    deltas,
+                    seqs,
+                    mark: Some(mark),
+                    unchanged: devices_unchanged && before.as_ref() == Some(&inputs),
+                    inputs: Some(inputs),
+                })
             })
-        })
-        .await
+            .await?;
+        if !ctx.unchanged {
+            // The change is consumed here: whatever a step left quiet must be stepped again.
+            view.quiet.clear();
+        }
+        Ok(ctx)
     }
 
     /// Hands the fleet view back for the next pass.

@@ -95,7 +95,7 @@ async fn pass(app: &App, view: &mut FleetView, epoch: u64) -> Result<(), EngineE
     let mut ctx = Context::load(app, view).await?;
     let now = app.now();
     for head in active {
-        if view.quiet(&ctx, &head.id, head.rev, now) {
+        if view.is_quiet(&head.id, head.rev, now) {
             // Nothing changed since a step that changed nothing, and nothing is due yet.
             continue;
         }
