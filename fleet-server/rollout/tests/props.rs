@@ -80,6 +80,24 @@ fn run_checked(f: &mut Fleet) {
     }
 }
 
+/// A generated fleet: device `i` at site `s{site}` of class `hw{class}` for each `(site, class)`,
+/// class `hw{k}` behaving as `behaviours[k]`, on three waves that revert or pause on a breach.
+fn generated(fleet: &[(u8, u8)], behaviours: &[u8], revert: bool, seed: u64, sites: Vec<Site>) -> Fleet {
+    let now = ts("2026-06-01T10:00:00Z");
+    let devs: Vec<DeviceView> = fleet
+        .iter()
+        .enumerate()
+        .map(|(i, (s, c))| device(&format!("d{i}"), &format!("s{s}"), &format!("hw{c}"), now))
+        .collect();
+    let mut spec = three_waves(if revert { Breach::Revert } else { Breach::Pause });
+    spec.seed = seed;
+    let mut f = Fleet::new(spec, devs, sites, now);
+    f.class_behave = (behaviours.iter().enumerate())
+        .map(|(i, b)| (format!("hw{i}"), behave_of(*b)))
+        .collect();
+    f
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -90,24 +108,14 @@ proptest! {
         revert in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let class_behave: BTreeMap<String, Behave> =
-            behaviours.iter().enumerate().map(|(i, b)| (format!("hw{i}"), behave_of(*b))).collect();
-        let now = ts("2026-06-01T10:00:00Z");
-        let devs: Vec<DeviceView> = fleet
+        let sites = (0..3).map(|s| site(&format!("s{s}"), "Europe/Berlin")).collect();
+        let mut f = generated(&fleet, &behaviours, revert, seed, sites);
+        let bad: BTreeSet<String> = f
+            .devices
             .iter()
-            .enumerate()
-            .map(|(i, (s, c))| device(&format!("d{i}"), &format!("s{s}"), &format!("hw{c}"), now))
-            .collect();
-        let bad: BTreeSet<String> = devs
-            .iter()
-            .filter(|d| class_behave[&d.hw_class] != Behave::Good)
+            .filter(|d| f.class_behave[&d.hw_class] != Behave::Good)
             .map(|d| d.hw_class.clone())
             .collect();
-        let sites = (0..3).map(|s| site(&format!("s{s}"), "Europe/Berlin")).collect();
-        let mut spec = three_waves(if revert { Breach::Revert } else { Breach::Pause });
-        spec.seed = seed;
-        let mut f = Fleet::new(spec, devs, sites, now);
-        f.class_behave = class_behave;
         run_checked(&mut f);
         let quarantined: BTreeSet<String> = f.actions.iter().filter_map(|a| match a {
             Action::Quarantine { hw_class, .. } => Some(hw_class.clone()),
@@ -147,25 +155,15 @@ proptest! {
         seed in any::<u64>(),
         tick in 60i64..1800,
     ) {
-        let class_behave: BTreeMap<String, Behave> =
-            behaviours.iter().enumerate().map(|(i, b)| (format!("hw{i}"), behave_of(*b))).collect();
-        let now = ts("2026-06-01T10:00:00Z");
-        let devs: Vec<DeviceView> = fleet
-            .iter()
-            .enumerate()
-            .map(|(i, (s, c))| device(&format!("d{i}"), &format!("s{s}"), &format!("hw{c}"), now))
-            .collect();
         let mut windowed = site("s1", "Europe/Berlin");
         windowed.windows = vec![MaintenanceWindow { days: vec![], start: "02:00".into(), end: "04:00".into() }];
         let mut capped = site("s2", "America/New_York");
         capped.max_concurrent = Some(1);
         let sites = vec![site("s0", "Europe/Berlin"), windowed, capped];
-        let mut spec = three_waves(if revert { Breach::Revert } else { Breach::Pause });
-        spec.seed = seed;
-        let mut f = Fleet::new(spec, devs, sites, now);
-        f.class_behave = class_behave;
+        let mut f = generated(&fleet, &behaviours, revert, seed, sites);
         let mut probed = 0;
-        for _ in 0..300 {
+        // Long enough (at least 33 hours) for the windowed site's window to come round.
+        for _ in 0..2000 {
             f.tick(tick);
             let actions = f.step();
             f.apply(&actions);
