@@ -13,8 +13,9 @@ use ed25519_dalek::SigningKey;
 use halyard_ota::keys::{KeyError, PrivateKey};
 use halyard_protocol::DeviceId;
 
-use crate::durable::{self, FileError};
+use crate::durable::FileError;
 use crate::faults::CrashPoints;
+use crate::files::{DiskFiles, Files};
 
 /// Key file name in the data directory.
 pub const KEY_FILE: &str = "identity.pem";
@@ -58,16 +59,25 @@ impl Identity {
     /// Load the key from `dir`, creating it on first start (atomically: a power cut leaves no key or
     /// a whole one).
     pub fn load_or_create(dir: &Path, crash: &dyn CrashPoints) -> Result<Self, IdentityError> {
+        Self::load_or_create_in(&DiskFiles, dir, crash)
+    }
+
+    /// [`Identity::load_or_create`] with the key in `dir` of `files`.
+    pub fn load_or_create_in(
+        files: &dyn Files,
+        dir: &Path,
+        crash: &dyn CrashPoints,
+    ) -> Result<Self, IdentityError> {
         let path = dir.join(KEY_FILE);
         let key_err = |source| IdentityError::Key {
             path: path.clone(),
             source,
         };
-        let key = match durable::read_optional(&path)? {
+        let key = match files.read(&path)? {
             Some(bytes) => PrivateKey::from_pem(&String::from_utf8_lossy(&bytes)).map_err(key_err)?,
             None => {
                 let key = PrivateKey::generate().map_err(key_err)?;
-                durable::write_atomic(&path, key.to_pem().as_bytes(), 0o600, crash)?;
+                files.write_atomic(&path, key.to_pem().as_bytes(), 0o600, crash)?;
                 tracing::info!(path = %path.display(), "device identity key created");
                 key
             }
@@ -96,6 +106,7 @@ impl Identity {
 #[derive(Debug)]
 pub struct SeqCounter {
     path: PathBuf,
+    files: Arc<dyn Files>,
     next: u64,
     reserved: u64,
     crash: Arc<dyn CrashPoints>,
@@ -104,8 +115,17 @@ pub struct SeqCounter {
 impl SeqCounter {
     /// The counter in `dir` (starting at 1 on a fresh device).
     pub fn open(dir: &Path, crash: Arc<dyn CrashPoints>) -> Result<Self, IdentityError> {
+        Self::open_in(DiskFiles::shared(), dir, crash)
+    }
+
+    /// [`SeqCounter::open`] with the counter in `dir` of `files`.
+    pub fn open_in(
+        files: Arc<dyn Files>,
+        dir: &Path,
+        crash: Arc<dyn CrashPoints>,
+    ) -> Result<Self, IdentityError> {
         let path = dir.join(SEQ_FILE);
-        let next = match durable::read_optional(&path)? {
+        let next = match files.read(&path)? {
             None => 1,
             Some(bytes) => {
                 let text = String::from_utf8_lossy(&bytes).trim().to_owned();
@@ -117,6 +137,7 @@ impl SeqCounter {
         };
         Ok(Self {
             path,
+            files,
             next,
             reserved: next,
             crash,
@@ -127,7 +148,7 @@ impl SeqCounter {
     pub fn next_seq(&mut self) -> Result<u64, IdentityError> {
         if self.next >= self.reserved {
             let reserved = self.next.saturating_add(SEQ_BLOCK);
-            durable::write_atomic(
+            self.files.write_atomic(
                 &self.path,
                 reserved.to_string().as_bytes(),
                 0o600,

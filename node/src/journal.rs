@@ -13,8 +13,9 @@ use std::sync::Arc;
 use halyard_protocol::Slot;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{self, FileError};
+use crate::durable::FileError;
 use crate::faults::CrashPoints;
+use crate::files::{DiskFiles, Files};
 use crate::fsm::{Image, State};
 
 /// File name of the journal in the data directory.
@@ -140,14 +141,21 @@ impl Loaded {
 #[derive(Debug, Clone)]
 pub struct Journal {
     path: PathBuf,
+    files: Arc<dyn Files>,
     crash: Arc<dyn CrashPoints>,
 }
 
 impl Journal {
-    /// The journal in `dir`, with crash points `crash`.
+    /// The journal in `dir` on disk, with crash points `crash`.
     pub fn new(dir: &Path, crash: Arc<dyn CrashPoints>) -> Self {
+        Self::in_files(DiskFiles::shared(), dir, crash)
+    }
+
+    /// The journal in `dir` of `files`.
+    pub fn in_files(files: Arc<dyn Files>, dir: &Path, crash: Arc<dyn CrashPoints>) -> Self {
         Self {
             path: dir.join(FILE_NAME),
+            files,
             crash,
         }
     }
@@ -159,7 +167,7 @@ impl Journal {
 
     /// Read the journal: `Ok(None)` when there is none.
     pub fn load(&self) -> Result<Option<Record>, JournalError> {
-        let Some(bytes) = durable::read_optional(&self.path)? else {
+        let Some(bytes) = self.files.read(&self.path)? else {
             return Ok(None);
         };
         let corrupt = |reason: String| JournalError::Corrupt {
@@ -183,7 +191,7 @@ impl Journal {
             Ok(None) => Ok(Loaded::Fresh(fresh())),
             Err(JournalError::Corrupt { reason, .. }) => {
                 let aside = self.path.with_extension("json.corrupt");
-                std::fs::rename(&self.path, &aside).map_err(durable::io_err(&self.path, "move aside"))?;
+                self.files.rename(&self.path, &aside)?;
                 tracing::error!(path = %self.path.display(), %reason, "journal unreadable, moved aside");
                 let state = State::Failed {
                     version: None,
@@ -202,7 +210,8 @@ impl Journal {
             path: self.path.clone(),
             reason: format!("cannot encode: {e}"),
         })?;
-        durable::write_atomic(&self.path, &bytes, 0o600, self.crash.as_ref())?;
+        self.files
+            .write_atomic(&self.path, &bytes, 0o600, self.crash.as_ref())?;
         tracing::debug!(state = record.state.name(), "journal written");
         Ok(())
     }

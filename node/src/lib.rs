@@ -29,6 +29,7 @@ pub mod durable;
 pub mod enroll;
 pub mod faults;
 pub mod fetch;
+pub mod files;
 pub mod fsm;
 pub mod health;
 pub mod identity;

@@ -210,6 +210,9 @@ fn next_line(b: &[u8], mut p: usize) -> usize {
 #[derive(Debug)]
 pub struct GrubEnv<D: BlockDevice> {
     dev: D,
+    /// The block read last and its variables: every read still reads the device, but parses only
+    /// when the bytes differ from these (boot control reads far more often than it writes).
+    parsed: Option<(GrubEnvBlock, EnvVars)>,
 }
 
 impl GrubEnv<AtomicFile> {
@@ -242,7 +245,7 @@ fn device_err(path: &Path, source: crate::error::BlockError) -> BootError {
 impl<D: BlockDevice> GrubEnv<D> {
     /// Use all of `dev` as the environment block.
     pub fn new(dev: D) -> Self {
-        Self { dev }
+        Self { dev, parsed: None }
     }
 
     /// Read and check the block.
@@ -252,6 +255,18 @@ impl<D: BlockDevice> GrubEnv<D> {
             .read_at(0, &mut bytes)
             .map_err(|source| device_err(self.dev.location(), source))?;
         GrubEnvBlock::from_bytes(bytes).map_err(|e| self.format_err(&e, ""))
+    }
+
+    /// The variables of `block`, parsed only when it differs from the block parsed last.
+    fn vars_of(&mut self, block: &GrubEnvBlock) -> EnvVars {
+        match &self.parsed {
+            Some((seen, vars)) if seen == block => vars.clone(),
+            _ => {
+                let vars = block.vars();
+                self.parsed = Some((block.clone(), vars.clone()));
+                vars
+            }
+        }
     }
 
     fn format_err(&self, e: &GrubEnvError, key: &str) -> BootError {
@@ -293,7 +308,8 @@ impl<D: BlockDevice> EnvStore for GrubEnv<D> {
     }
 
     fn load(&mut self) -> Result<EnvVars, BootError> {
-        Ok(self.read_block()?.vars())
+        let block = self.read_block()?;
+        Ok(self.vars_of(&block))
     }
 
     fn store(&mut self, vars: &EnvVars) -> Result<(), BootError> {
@@ -302,7 +318,7 @@ impl<D: BlockDevice> EnvStore for GrubEnv<D> {
             tracing::warn!(path = %self.dev.location().display(), "GRUB environment block broken, rebuilding it");
             block = GrubEnvBlock::new(block.bytes.len());
         }
-        let current = block.vars();
+        let current = self.vars_of(&block);
         for (name, _) in current.iter() {
             if vars.get(name).is_none() {
                 block.unset(name).map_err(|e| self.format_err(&e, name))?;

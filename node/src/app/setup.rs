@@ -57,6 +57,7 @@ pub fn linux_hardware(settings: &Settings) -> Result<Hardware, AppError> {
         slots: [slot(&settings.slots[0])?, slot(&settings.slots[1])?],
         power: Box::new(LinuxPower::new(method)),
         watchdog,
+        files: crate::files::DiskFiles::shared(),
     })
 }
 

@@ -78,7 +78,7 @@ impl Driver {
     fn discard_download(&mut self) -> Result<(), DriverError> {
         let path = self.download_path();
         self.crash.reach("download.discard")?;
-        partial::remove(&self.settings.data_dir)?;
+        partial::remove(self.hw.files.as_ref(), &self.settings.data_dir)?;
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(durable::io_err(&path, "remove")(e).into())
@@ -104,7 +104,7 @@ impl Driver {
         let url = artifact.url.as_str();
         let mut saved = match offset {
             0 => None,
-            _ => partial::load(&self.settings.data_dir, url)?,
+            _ => partial::load(self.hw.files.as_ref(), &self.settings.data_dir, url)?,
         };
         if let Some(validator) = &saved {
             tracing::info!(url, offset, etag = ?validator.etag, "resuming against the stored validator");
@@ -140,7 +140,13 @@ impl Driver {
             // The validator of these bytes is durable before the journal counts them.
             let seen = self.fetcher.validator(url);
             if let Some(validator) = seen.as_ref().filter(|_| seen != saved) {
-                partial::store(&self.settings.data_dir, url, validator, self.crash.as_ref())?;
+                partial::store(
+                    self.hw.files.as_ref(),
+                    &self.settings.data_dir,
+                    url,
+                    validator,
+                    self.crash.as_ref(),
+                )?;
                 saved = seen;
             }
             self.crash.reach("download.write")?;

@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::durable::FileError;
 use crate::faults::{CrashPoints, PowerLost};
 use crate::fetch::Fetcher;
+use crate::files::Files;
 use crate::fsm::{self, Event, Image, InvalidTransition, Policy, Running, State};
 use crate::health::Check;
 use crate::journal::{Journal, JournalError, Loaded, Record};
@@ -47,6 +48,9 @@ pub struct Hardware {
     pub power: Box<dyn Power>,
     /// The watchdog petted during trials.
     pub watchdog: Box<dyn Watchdog>,
+    /// The data partition holding the journal and the download validator (`Settings::data_dir` names
+    /// the directory; the download itself is a file there).
+    pub files: Arc<dyn Files>,
 }
 
 impl std::fmt::Debug for Hardware {
@@ -185,7 +189,7 @@ impl Driver {
         clock: Arc<dyn Clock>,
         crash: Arc<dyn CrashPoints>,
     ) -> Result<(Self, Halt), DriverError> {
-        let journal = Journal::new(&settings.data_dir, crash.clone());
+        let journal = Journal::in_files(hw.files.clone(), &settings.data_dir, crash.clone());
         let active = wire_slot(hw.boot.current_slot()?);
         let loaded = journal.load_or_recover(|| Record::fresh(active, settings.factory.clone()))?;
         if !matches!(loaded, Loaded::Found(_)) {

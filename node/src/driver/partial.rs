@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{self, FileError};
+use crate::durable::FileError;
 use crate::faults::CrashPoints;
 use crate::fetch::Validator;
+use crate::files::Files;
 
 /// File name in the data directory.
 pub const VALIDATOR_FILE: &str = "download.validator";
@@ -26,8 +27,8 @@ fn path(dir: &Path) -> PathBuf {
 
 /// The stored validator of `url`; `None` when there is none, or it is for another URL or unreadable
 /// (then the resume goes without `If-Range`, as before this file existed).
-pub(super) fn load(dir: &Path, url: &str) -> Result<Option<Validator>, FileError> {
-    let Some(bytes) = durable::read_optional(&path(dir))? else {
+pub(super) fn load(files: &dyn Files, dir: &Path, url: &str) -> Result<Option<Validator>, FileError> {
+    let Some(bytes) = files.read(&path(dir))? else {
         return Ok(None);
     };
     match serde_json::from_slice::<Stored>(&bytes) {
@@ -45,6 +46,7 @@ pub(super) fn load(dir: &Path, url: &str) -> Result<Option<Validator>, FileError
 
 /// Replace the stored validator.
 pub(super) fn store(
+    files: &dyn Files,
     dir: &Path,
     url: &str,
     validator: &Validator,
@@ -59,14 +61,10 @@ pub(super) fn store(
         op: "encode",
         source: std::io::Error::other(e),
     })?;
-    durable::write_atomic(&path(dir), &bytes, 0o600, crash)
+    files.write_atomic(&path(dir), &bytes, 0o600, crash)
 }
 
 /// Forget it (the download was discarded).
-pub(super) fn remove(dir: &Path) -> Result<(), FileError> {
-    let path = path(dir);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(durable::io_err(&path, "remove")(e)),
-        _ => Ok(()),
-    }
+pub(super) fn remove(files: &dyn Files, dir: &Path) -> Result<(), FileError> {
+    files.remove(&path(dir))
 }
