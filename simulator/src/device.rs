@@ -237,6 +237,7 @@ impl SimDevice {
             slots: [slot(&self.slots[0]), slot(&self.slots[1])],
             power: Box::new(self.power.clone()),
             watchdog: Box::new(watchdog),
+            files: halyard_node::files::DiskFiles::shared(),
         }
     }
 

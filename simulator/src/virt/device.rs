@@ -16,6 +16,7 @@ use halyard_hardware::boot::{CurrentSlotSource, EnvBootControl, SimulatedBoot};
 use halyard_hardware::power::FakePower;
 use halyard_hardware::watchdog::FakeWatchdog;
 use halyard_node::driver::{Driver, Halt, Hardware, HealthSettings, Outgoing, Settings};
+use halyard_node::files::{Files, MemFiles};
 use halyard_node::fsm::{Image, Policy};
 use halyard_node::health::{Check, Probe, Verdict};
 use halyard_node::identity::{Identity, SeqCounter};
@@ -69,6 +70,14 @@ pub struct Step {
     pub down_why: Option<&'static str>,
 }
 
+/// Boot control over a device's environment block, as the bootloader and the simulator read it.
+type SimBoot = EnvBootControl<GrubEnv<Box<dyn BlockDevice>>>;
+
+fn boot_control(env: &MemDevice) -> SimBoot {
+    let env: Box<dyn BlockDevice> = Box::new(env.clone());
+    EnvBootControl::new(GrubEnv::new(env), CurrentSlotSource::Env)
+}
+
 /// One simulated device.
 #[derive(Debug)]
 pub struct VDevice {
@@ -83,6 +92,8 @@ pub struct VDevice {
     inbox: Option<Inbox>,
     slots: [MemDevice; 2],
     env: MemDevice,
+    /// The bootloader's view of `env` (kept, so unchanged blocks are not parsed again).
+    bootloader: std::sync::Mutex<SimBoot>,
     power: FakePower,
     rail: PowerRail,
     driver: Option<Driver>,
@@ -92,6 +103,8 @@ pub struct VDevice {
     /// Behaviour per version on this device.
     behaviors: Vec<(String, Behavior)>,
     data_dir: PathBuf,
+    /// The agent's records (journal, key, counter): its data partition.
+    files: MemFiles,
     pub power_cuts: u64,
 }
 
@@ -113,14 +126,25 @@ impl VDevice {
             what,
             reason,
         };
+        // The download is a file (the installer reads it from a path); the agent's records are kept
+        // in memory, with the key put where the agent looks for it.
         std::fs::create_dir_all(dir).map_err(|e| fail("data dir", e.to_string()))?;
+        let files = MemFiles::new();
         let pem = halyard_ota::keys::PrivateKey::from_seed(&key_seed).to_pem();
-        std::fs::write(dir.join(halyard_node::identity::KEY_FILE), pem)
+        let no_crash = halyard_node::faults::NoCrash;
+        files
+            .write_atomic(
+                &dir.join(halyard_node::identity::KEY_FILE),
+                pem.as_bytes(),
+                0o600,
+                &no_crash,
+            )
             .map_err(|e| fail("identity", e.to_string()))?;
-        let identity = Identity::load_or_create(dir, &halyard_node::faults::NoCrash)
+        let identity = Identity::load_or_create_in(&files, dir, &no_crash)
             .map_err(|e| fail("identity", e.to_string()))?;
-        let seq = SeqCounter::open(dir, Arc::new(halyard_node::faults::NoCrash))
+        let seq = SeqCounter::open_in(Arc::new(files.clone()), dir, Arc::new(no_crash))
             .map_err(|e| fail("seq", e.to_string()))?;
+        let env = MemDevice::from_bytes("grubenv", GrubEnvBlock::new(1024).as_bytes().to_vec());
         let size = shared.factory_image.len() + 4096;
         let mut a = vec![0u8; size];
         a[..shared.factory_image.len()].copy_from_slice(&shared.factory_image);
@@ -134,7 +158,8 @@ impl VDevice {
             seq,
             inbox: None,
             slots: [MemDevice::from_bytes("slot-a", a), MemDevice::new("slot-b", size)],
-            env: MemDevice::from_bytes("grubenv", GrubEnvBlock::new(1024).as_bytes().to_vec()),
+            bootloader: std::sync::Mutex::new(boot_control(&env)),
+            env,
             power: FakePower::new(),
             rail: PowerRail::always_on(),
             driver: None,
@@ -143,6 +168,7 @@ impl VDevice {
             shared,
             behaviors,
             data_dir: dir.to_path_buf(),
+            files,
             power_cuts: 0,
             name,
         };
@@ -171,9 +197,10 @@ impl VDevice {
         self.driver.as_ref().is_some_and(|d| !d.state().is_settled())
     }
 
-    fn boot_control(&self) -> EnvBootControl<GrubEnv<Box<dyn BlockDevice>>> {
-        let env: Box<dyn BlockDevice> = Box::new(self.env.clone());
-        EnvBootControl::new(GrubEnv::new(env), CurrentSlotSource::Env)
+    fn boot_control(&self) -> std::sync::MutexGuard<'_, SimBoot> {
+        self.bootloader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn version_in(&self, slot: halyard_hardware::Slot) -> Option<String> {
@@ -266,6 +293,7 @@ impl VDevice {
             slots: [slot(&self.slots[0]), slot(&self.slots[1])],
             power: Box::new(self.power.clone()),
             watchdog: Box::new(watchdog),
+            files: Arc::new(self.files.clone()),
         }
     }
 }
