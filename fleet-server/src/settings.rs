@@ -86,6 +86,10 @@ pub struct Settings {
     pub embedded_broker_auth: bool,
     /// Write Mosquitto's password and ACL files for the per-device credentials (see `broker_auth`).
     pub mosquitto: Option<MosquittoSync>,
+    /// Issue each device an MQTT password at enrollment (default). Off only where no broker asks
+    /// devices for one: the simulator's in-process broker in virtual time. A device enrolled
+    /// without one has no broker credential to export or check.
+    pub broker_credentials: bool,
     /// Serve the device and operator HTTP API over TLS (and, with `mqtts` and the embedded broker,
     /// MQTT too); `None` = plain HTTP.
     pub tls: Option<crate::tls::TlsSettings>,
@@ -124,6 +128,7 @@ impl Settings {
             device_broker_url: None,
             broker_account: None,
             mosquitto: None,
+            broker_credentials: true,
             embedded_broker_auth: false,
             tls: None,
             mqtts: None,

@@ -1,7 +1,8 @@
 //! The embedded broker (rumqttd) with `embedded_broker_auth`: a device enrolled through the agent's
 //! own code logs in with its issued credentials and the server (its own account) ingests its
 //! presence; a wrong password, an unknown user and a client without credentials are refused.
-//! rumqttd closes the connection without a CONNACK on a refused login.
+//! rumqttd closes the connection without a CONNACK on a refused login. A server set not to issue
+//! broker credentials (the simulator's in-process broker) enrolls devices without any.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -59,4 +60,27 @@ fn embedded_broker_checks_the_issued_credentials() {
 
     // The agent's link with its enrollment credentials; the server's own client ingests presence.
     support::agent_goes_online(&bg, port, &dir, &identity, &record);
+}
+
+#[test]
+fn without_broker_credentials_enrollment_issues_and_stores_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(
+        tmp.path().join("server"),
+        BrokerSettings::Embedded {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+    );
+    settings.broker_credentials = false;
+    let bg = Background::start(settings).unwrap();
+    let (identity, record) =
+        support::enroll_device(&bg, &tmp.path().join("device"), &bg.started.enroll_token);
+    assert_eq!(record.answer.mqtt_username, None);
+    assert_eq!(record.answer.mqtt_password, None);
+    assert_eq!(record.answer.device_id, identity.device_id().as_str());
+    // Mosquitto's files hold the server's own account and no device.
+    let files = support::admin(&bg).get("/api/v1/broker/mosquitto").unwrap();
+    let passwords = files["password_file"].as_str().unwrap();
+    assert_eq!(passwords.lines().count(), 1, "{passwords}");
+    assert!(!passwords.contains(identity.device_id().as_str()), "{passwords}");
 }

@@ -107,13 +107,19 @@ pub async fn enroll(
             tracing::info!(device = %d.id, hw = %d.hardware_class, site = ?d.site, agent = ?req.agent_version, "device enrolled");
             app.notify("device", d.id.as_str());
             let client_cert = client_cert(&app, &d.id, tls_key.as_deref())?;
-            let password = crate::broker_auth::issue(&app, &d.id)
-                .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-            app.broker_changed.notify_one();
+            let password = match app.settings.broker_credentials {
+                true => {
+                    let password = crate::broker_auth::issue(&app, &d.id)
+                        .await
+                        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+                    app.broker_changed.notify_one();
+                    Some(password)
+                }
+                false => None,
+            };
             Ok(Json(EnrollResponse {
-                mqtt_username: Some(d.id.to_string()),
-                mqtt_password: Some(password),
+                mqtt_username: password.as_ref().map(|_| d.id.to_string()),
+                mqtt_password: password,
                 server_ca: app.tls.as_ref().and_then(|t| t.ca_pem.clone()),
                 client_cert,
                 device_id: d.id,

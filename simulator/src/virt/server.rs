@@ -57,6 +57,8 @@ impl VServer {
         );
         settings.clock = Arc::new(clock);
         settings.deltas = false;
+        // Messages reach the server in-process: no broker asks devices for a password.
+        settings.broker_credentials = false;
         // One server: it takes the engine lease at once; a long lease keeps the term from lapsing
         // between two real-time renewals on a busy machine (a skipped engine pass would break
         // determinism).
