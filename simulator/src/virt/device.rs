@@ -1,6 +1,7 @@
 //! One device in virtual time: the real agent driver (`halyard-node`: state machine, journal,
 //! install path, health loop, codec) over `hardware` fakes (memory slots, a GRUB environment with the
-//! real boot-counting rules, fake power and watchdog on a power rail that faults can cut), with time
+//! real boot-counting rules, fake power and watchdog on a power rail that faults can cut, the agent's
+//! records in memory; only the download is a file), with time
 //! read from a [`DeviceClock`]. The world loop hands it messages and boots; it hands back sealed
 //! messages and how much world time its step took.
 
