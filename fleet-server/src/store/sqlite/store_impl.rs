@@ -155,6 +155,19 @@ impl Store for SqliteStore {
     }
 
     fn ingest_batch(&self, batch: &[IngestItem], now: i64) -> StoreResult<Vec<Result<bool, StoreError>>> {
+        // Nearly every batch stores whole: try it as one transaction without savepoints (each cost
+        // a sub-journal copy of every page the message touched). The first refusal rolls it back
+        // and the batch runs again with a savepoint per message, so one bad message (an unknown
+        // device) costs the others nothing.
+        let whole = self.tx(|tx| {
+            batch
+                .iter()
+                .map(|m| dv::ingest(tx, &m.device, m.kind, m.seq, &m.msg, now))
+                .collect::<StoreResult<Vec<bool>>>()
+        });
+        if let Ok(out) = whole {
+            return Ok(out.into_iter().map(Ok).collect());
+        }
         self.tx(|tx| {
             let mut out = Vec::with_capacity(batch.len());
             for m in batch {
