@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use ed25519_dalek::VerifyingKey;
 use halyard_protocol::batch::verify_many;
-use halyard_protocol::{Checked, DeviceId, Envelope, EnvelopeError, Event, Kind, Presence, Report, Topic};
+use halyard_protocol::{
+    Checked, DeviceId, Envelope, EnvelopeError, Event, Events, Kind, Presence, Report, Topic,
+};
 
 use crate::app::App;
 use crate::model::DeviceEvent;
@@ -28,25 +30,29 @@ pub enum IngestError {
     Replay { device: DeviceId, kind: Kind, seq: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An `events` envelope with no event, or a sequence number too small for its events.
+    #[error("events envelope with seq {seq} numbers no event")]
+    NoEvents { seq: u64 },
     /// A verification task died (the server is stopping).
     #[error("verification did not finish: {0}")]
     Unfinished(String),
 }
 
-/// A verified message, ready to store.
+/// A verified message, ready to store: one item, or one per event of an `events` envelope.
 #[derive(Debug)]
 pub struct Verified {
-    pub item: IngestItem,
+    pub items: Vec<IngestItem>,
     pub received: Instant,
 }
 
-fn expected_kind(topic: Topic) -> Option<Kind> {
-    match topic {
-        Topic::Report => Some(Kind::Report),
-        Topic::Events => Some(Kind::Event),
-        Topic::Presence => Some(Kind::Presence),
-        Topic::Desired => None,
-    }
+/// Whether an envelope of `kind` may arrive on `topic`.
+fn fits(topic: Topic, kind: Kind) -> bool {
+    matches!(
+        (topic, kind),
+        (Topic::Report, Kind::Report)
+            | (Topic::Events, Kind::Event | Kind::Events)
+            | (Topic::Presence, Kind::Presence)
+    )
 }
 
 async fn device_key(app: &App, id: &DeviceId) -> Result<VerifyingKey, IngestError> {
@@ -91,7 +97,7 @@ async fn prepare(app: &App, device: &DeviceId, topic: Topic, bytes: &[u8]) -> Re
             inner: env.device,
         });
     }
-    if expected_kind(topic) != Some(env.kind) {
+    if !fits(topic, env.kind) {
         return Err(IngestError::WrongTopic {
             kind: env.kind,
             topic,
@@ -104,12 +110,36 @@ async fn prepare(app: &App, device: &DeviceId, topic: Topic, bytes: &[u8]) -> Re
 /// Parses the body of a message whose signature checked out.
 fn finish(checked: Checked<'_>, received: Instant) -> Result<Verified, IngestError> {
     let env = checked.envelope();
-    let msg = match env.kind {
-        Kind::Report => Ingest::Report(Box::new(checked.open::<Report>()?)),
-        Kind::Presence => Ingest::Presence {
-            online: checked.open::<Presence>()?.online,
-        },
-        Kind::Event => Ingest::Event(device_event(&env.device, env.seq, checked.open::<Event>()?)),
+    let item = |kind, seq, msg| IngestItem {
+        device: env.device.clone(),
+        kind,
+        seq,
+        msg,
+    };
+    let items = match env.kind {
+        Kind::Report => vec![item(
+            Kind::Report,
+            env.seq,
+            Ingest::Report(Box::new(checked.open::<Report>()?)),
+        )],
+        Kind::Presence => vec![item(
+            Kind::Presence,
+            env.seq,
+            Ingest::Presence {
+                online: checked.open::<Presence>()?.online,
+            },
+        )],
+        Kind::Event => {
+            let event = device_event(&env.device, env.seq, checked.open::<Event>()?);
+            vec![item(Kind::Event, env.seq, Ingest::Event(event))]
+        }
+        Kind::Events => checked
+            .open::<Events>()?
+            .numbered(env.seq)
+            .ok_or(IngestError::NoEvents { seq: env.seq })?
+            .into_iter()
+            .map(|(seq, e)| item(Kind::Event, seq, Ingest::Event(device_event(&env.device, seq, e))))
+            .collect(),
         // prepare() refuses these already: no device topic carries them.
         Kind::Desired => {
             return Err(IngestError::Envelope(EnvelopeError::WrongKind {
@@ -118,13 +148,7 @@ fn finish(checked: Checked<'_>, received: Instant) -> Result<Verified, IngestErr
             }));
         }
     };
-    let item = IngestItem {
-        device: env.device.clone(),
-        kind: env.kind,
-        seq: env.seq,
-        msg,
-    };
-    Ok(Verified { item, received })
+    Ok(Verified { items, received })
 }
 
 /// Verifies one message that arrived for `device` on `topic`.
@@ -216,9 +240,10 @@ fn device_event(device: &DeviceId, seq: u64, e: Event) -> DeviceEvent {
 }
 
 /// Stores a batch of verified messages in one transaction, as received at `now` (seconds since the
-/// epoch on the server's clock); returns one outcome per message.
+/// epoch on the server's clock); returns one outcome per message. A message of several events is
+/// stored when any of them is new (the others were seen already), and is a replay when none is.
 pub async fn store_batch(app: &App, batch: Vec<Verified>, now: i64) -> Vec<Result<(), IngestError>> {
-    let items: Vec<IngestItem> = batch.iter().map(|v| v.item.clone()).collect();
+    let items: Vec<IngestItem> = batch.iter().flat_map(|v| v.items.iter().cloned()).collect();
     let results = match app.db(move |s| s.ingest_batch(&items, now)).await {
         Ok(r) => r,
         Err(e) => {
@@ -231,8 +256,10 @@ pub async fn store_batch(app: &App, batch: Vec<Verified>, now: i64) -> Vec<Resul
     };
     let mut out = Vec::with_capacity(batch.len());
     let mut wake = false;
-    for (v, r) in batch.iter().zip(results) {
-        out.push(account(app, v, r, &mut wake));
+    let mut results = results.into_iter();
+    for v in &batch {
+        let mine: Vec<_> = results.by_ref().take(v.items.len()).collect();
+        out.push(account(app, v, mine, &mut wake));
     }
     if wake {
         app.reports.notify_one();
@@ -240,26 +267,40 @@ pub async fn store_batch(app: &App, batch: Vec<Verified>, now: i64) -> Vec<Resul
     out
 }
 
-fn account(app: &App, v: &Verified, r: Result<bool, StoreError>, wake: &mut bool) -> Result<(), IngestError> {
+fn account(
+    app: &App,
+    v: &Verified,
+    results: Vec<Result<bool, StoreError>>,
+    wake: &mut bool,
+) -> Result<(), IngestError> {
     use std::sync::atomic::Ordering::Relaxed;
-    match r {
-        Ok(true) => {
-            app.metrics.ingested.fetch_add(1, Relaxed);
-            app.metrics
-                .observe_ingest(v.received.elapsed().as_micros() as u64);
-            *wake |= v.item.kind != Kind::Presence;
-            app.notify("device", v.item.device.as_str());
+    let mut stored = false;
+    for (item, r) in v.items.iter().zip(results) {
+        match r {
+            Ok(true) => {
+                stored = true;
+                app.metrics.ingested.fetch_add(1, Relaxed);
+                app.metrics
+                    .observe_ingest(v.received.elapsed().as_micros() as u64);
+                *wake |= item.kind != Kind::Presence;
+            }
+            Ok(false) => {
+                app.metrics.duplicates.fetch_add(1, Relaxed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match (stored, v.items.last()) {
+        (true, Some(item)) => {
+            app.notify("device", item.device.as_str());
             Ok(())
         }
-        Ok(false) => {
-            app.metrics.duplicates.fetch_add(1, Relaxed);
-            Err(IngestError::Replay {
-                device: v.item.device.clone(),
-                kind: v.item.kind,
-                seq: v.item.seq,
-            })
-        }
-        Err(e) => Err(e.into()),
+        (_, Some(item)) => Err(IngestError::Replay {
+            device: item.device.clone(),
+            kind: item.kind,
+            seq: item.seq,
+        }),
+        (_, None) => Err(IngestError::Unfinished("a message without items".into())),
     }
 }
 
@@ -299,7 +340,10 @@ pub async fn take_batch(app: &App, raw: Vec<(DeviceId, Topic, Vec<u8>)>, now: i6
             }
         }
     }
-    let devices: Vec<DeviceId> = verified.iter().map(|v| v.item.device.clone()).collect();
+    let devices: Vec<DeviceId> = verified
+        .iter()
+        .filter_map(|v| v.items.first().map(|i| i.device.clone()))
+        .collect();
     for (device, r) in devices.iter().zip(store_batch(app, verified, now).await) {
         match r {
             Ok(()) => taken.stored += 1,

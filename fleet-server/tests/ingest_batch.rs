@@ -102,12 +102,12 @@ async fn batch_outcomes_match_one_at_a_time_and_keep_their_order() {
         let (raw, bad) = messages(&keys, &stranger, n);
         let mut alone = Vec::new();
         for (device, topic, bytes) in &raw {
-            alone.push(ingest::verify(&app, device, *topic, bytes).await.map(|v| v.item));
+            alone.push(ingest::verify(&app, device, *topic, bytes).await.map(|v| v.items));
         }
         let batch: Vec<_> = ingest::verify_batch(&app, raw)
             .await
             .into_iter()
-            .map(|r| r.map(|v| v.item))
+            .map(|r| r.map(|v| v.items))
             .collect();
         assert_eq!(batch.len(), n as usize);
         let failed: Vec<u64> = (1..=n).filter(|s| batch[*s as usize - 1].is_err()).collect();
@@ -137,4 +137,53 @@ async fn batch_outcomes_match_one_at_a_time_and_keep_their_order() {
             );
         }
     }
+}
+
+/// The events of one settle in one `events` envelope: each is stored with its own sequence number
+/// (the `n` numbers ending at the envelope's), a second delivery is a replay, and envelopes that
+/// number no event or come on the wrong topic are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_envelope_stores_each_event_under_its_own_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "mqtt://127.0.0.1:1883";
+    let settings = Settings::new(dir.path(), BrokerSettings::External { url: url.into() });
+    let core = halyard_server::server::core(settings, "http://127.0.0.1:1".into(), url).unwrap();
+    let app = core.app;
+    let k = key(7);
+    enroll(&app, &k, 1);
+    let events = |seqs: std::ops::RangeInclusive<u64>| halyard_protocol::Events {
+        events: seqs.map(event).collect(),
+    };
+    let sealed =
+        |body: &halyard_protocol::Events, seq: u64| Envelope::seal(body, &id(&k), seq, &k).unwrap().encode();
+    let three = sealed(&events(4..=6), 6);
+    let raw = vec![
+        (id(&k), Topic::Events, three.clone()),
+        (id(&k), Topic::Events, three.clone()),
+        (id(&k), Topic::Events, sealed(&events(1..=3), 2)),
+        (id(&k), Topic::Events, sealed(&events(1..=0), 9)),
+        (id(&k), Topic::Report, sealed(&events(10..=11), 11)),
+    ];
+    let taken = ingest::take_batch(&app, raw, 100).await;
+    assert_eq!(
+        (taken.stored, taken.replays, taken.refused),
+        (1, 1, 3),
+        "{taken:?}"
+    );
+    let stored: Vec<(u64, i64)> = app
+        .store
+        .device_events(&id(&k), 10)
+        .unwrap()
+        .iter()
+        .map(|e| (e.seq, e.at))
+        .collect();
+    // Event `i` of the envelope numbered 6 is numbered 4 + i, and keeps its own body.
+    assert_eq!(stored, vec![(4, 4), (5, 5), (6, 6)]);
+    let short = ingest::verify(&app, &id(&k), Topic::Events, &sealed(&events(1..=3), 2)).await;
+    assert!(
+        matches!(short, Err(IngestError::NoEvents { seq: 2 })),
+        "{short:?}"
+    );
+    let wrong = ingest::verify(&app, &id(&k), Topic::Report, &three).await;
+    assert!(matches!(wrong, Err(IngestError::WrongTopic { .. })), "{wrong:?}");
 }

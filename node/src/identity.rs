@@ -144,6 +144,16 @@ impl SeqCounter {
         })
     }
 
+    /// `n` consecutive numbers (at least one); returns the last. For a message that numbers each of
+    /// its parts (the events of an `events` envelope).
+    pub fn next_seqs(&mut self, n: u64) -> Result<u64, IdentityError> {
+        let mut last = self.next_seq()?;
+        for _ in 1..n {
+            last = self.next_seq()?;
+        }
+        Ok(last)
+    }
+
     /// The next number; persists a new reservation when the current block is used up.
     pub fn next_seq(&mut self) -> Result<u64, IdentityError> {
         if self.next >= self.reserved {

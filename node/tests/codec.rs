@@ -132,3 +132,90 @@ fn backoff_doubles_to_the_cap_with_jitter_in_the_upper_half() {
         "noise spreads the fleet"
     );
 }
+
+fn report() -> halyard_protocol::Report {
+    let slot = halyard_protocol::SlotReport {
+        version: Some("1.0.0".into()),
+        image_sha256: None,
+        bootable: true,
+        successful: true,
+    };
+    halyard_protocol::Report {
+        at: 1,
+        agent_version: "0.1.0".into(),
+        product: "test".into(),
+        hardware_class: "hw".into(),
+        active: halyard_protocol::Slot::A,
+        slot_a: slot.clone(),
+        slot_b: slot,
+        state: AgentState::Idle,
+        last_error: None,
+        health: None,
+    }
+}
+
+fn transition(at: u64) -> Event {
+    Event {
+        at,
+        rollout: Some("r1".into()),
+        from: AgentState::Idle,
+        to: AgentState::Idle,
+        reason: None,
+    }
+}
+
+#[test]
+fn the_events_of_a_settle_travel_in_one_envelope_numbered_one_by_one() {
+    use halyard_node::transport::codec::{Batch, batches};
+    use halyard_protocol::{Events, MAX_EVENTS_PER_ENVELOPE};
+    let report = || Outgoing::Report(report());
+    let ev = |at| Outgoing::Event(transition(at));
+    // A run of events becomes one batch; a lone event stays single; order is kept.
+    let got = batches(vec![ev(1), ev(2), ev(3), report(), ev(4)]);
+    assert_eq!(
+        got,
+        vec![
+            Batch::Events(vec![transition(1), transition(2), transition(3)]),
+            Batch::One(report()),
+            Batch::One(ev(4)),
+        ]
+    );
+    assert_eq!(got.iter().map(Batch::seqs).collect::<Vec<_>>(), [3, 1, 1]);
+    // Long runs are split at the cap.
+    let many: Vec<_> = (0..MAX_EVENTS_PER_ENVELOPE as u64 + 1).map(ev).collect();
+    let split = batches(many);
+    assert_eq!(split.len(), 2);
+    assert_eq!(split[0].seqs(), MAX_EVENTS_PER_ENVELOPE as u64);
+    assert_eq!(split[1], Batch::One(ev(MAX_EVENTS_PER_ENVELOPE as u64)));
+    // Sealed with the last of its numbers; the receiver numbers the events back.
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let p = got[0].seal(&device(), 12, &key).unwrap();
+    assert_eq!(
+        (p.topic.as_str(), p.retain),
+        ("halyard/v1/devices/pos-7/events", false)
+    );
+    let env = Envelope::decode(&p.payload).unwrap();
+    let body: Events = env.open(&key.verifying_key()).unwrap();
+    let numbered = body.numbered(env.seq).unwrap();
+    assert_eq!(
+        numbered,
+        vec![(10, transition(1)), (11, transition(2)), (12, transition(3))]
+    );
+    // A single `event` envelope cannot be read as a batch, nor the other way round.
+    assert!(matches!(
+        env.open::<Event>(&key.verifying_key()),
+        Err(EnvelopeError::WrongKind { .. })
+    ));
+}
+
+#[test]
+fn an_events_body_numbers_nothing_below_one() {
+    use halyard_protocol::Events;
+    let three = || Events {
+        events: vec![transition(1), transition(2), transition(3)],
+    };
+    assert_eq!(three().numbered(2), None);
+    assert_eq!(three().numbered(3).unwrap()[0].0, 1);
+    assert_eq!(Events { events: vec![] }.numbered(5), None);
+    assert_eq!(three().numbered(u64::MAX).unwrap()[2].0, u64::MAX);
+}

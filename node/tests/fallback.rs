@@ -76,11 +76,25 @@ fn polls_desired_over_http_installs_and_posts_signed_events_and_reports() {
     assert!(agent.log().contains("reboot requested"), "{}", agent.log());
 
     let events = envelopes(&api, &format!("POST /v1/devices/{device}/events"), &device_key);
-    assert!(events.iter().all(|e| e.kind == Kind::Event && e.device == device));
-    let states: Vec<AgentState> = events
+    assert!(events.iter().all(|e| e.device == device));
+    // A lone event travels as `event`; the transitions of one settle as one `events` envelope.
+    let numbered: Vec<(u64, halyard_protocol::Event)> = events
         .iter()
-        .map(|e| e.open::<halyard_protocol::Event>(&device_key).unwrap().to)
+        .flat_map(|e| match e.kind {
+            Kind::Event => vec![(e.seq, e.open(&device_key).unwrap())],
+            Kind::Events => e
+                .open::<halyard_protocol::Events>(&device_key)
+                .unwrap()
+                .numbered(e.seq)
+                .unwrap(),
+            other => panic!("{other:?} on the events topic"),
+        })
         .collect();
+    assert!(
+        events.iter().any(|e| e.kind == Kind::Events),
+        "the install's transitions in one envelope"
+    );
+    let states: Vec<AgentState> = numbered.iter().map(|(_, e)| e.to.clone()).collect();
     let reached = |f: fn(&AgentState) -> bool| states.iter().any(f);
     assert!(
         reached(|s| matches!(s, AgentState::Downloading { .. })),
@@ -93,7 +107,11 @@ fn polls_desired_over_http_installs_and_posts_signed_events_and_reports() {
     let reports = envelopes(&api, &format!("POST /v1/devices/{device}/report"), &device_key);
     let last: Report = reports.last().unwrap().open(&device_key).unwrap();
     assert_eq!(last.slot_b.version.as_deref(), Some("2.0.0"));
-    let seqs: Vec<u64> = events.iter().chain(&reports).map(|e| e.seq).collect();
+    let seqs: Vec<u64> = numbered
+        .iter()
+        .map(|(seq, _)| *seq)
+        .chain(reports.iter().map(|e| e.seq))
+        .collect();
     let mut unique = seqs.clone();
     unique.sort_unstable();
     unique.dedup();

@@ -138,11 +138,21 @@ impl TestServer {
             };
             match topic {
                 Topic::Events => {
-                    let event: Event = env.open(device_key).expect("events are signed by the device");
-                    let done = want(&event.to);
-                    seen.push(event);
-                    if done {
-                        return;
+                    // One transition, or the transitions of one settle in one envelope.
+                    let events = match env.kind {
+                        Kind::Events => {
+                            env.open::<halyard_protocol::Events>(device_key)
+                                .expect("events are signed by the device")
+                                .events
+                        }
+                        _ => vec![env.open(device_key).expect("events are signed by the device")],
+                    };
+                    for event in events {
+                        let done = want(&event.to);
+                        seen.push(event);
+                        if done {
+                            return;
+                        }
                     }
                 }
                 Topic::Report => {

@@ -421,7 +421,9 @@ fn cut_connection_fires_the_will_then_reconnects_and_still_takes_desired() {
             env.encode(),
         )
         .unwrap();
-    let event: Event = next(Kind::Event).open(&device_key).unwrap();
+    // The install's first transitions come in one `events` envelope.
+    let events: halyard_protocol::Events = next(Kind::Events).open(&device_key).unwrap();
+    let event: &Event = &events.events[0];
     assert_eq!(event.rollout.as_deref(), Some("after-cut"), "{event:?}");
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);

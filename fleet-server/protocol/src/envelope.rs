@@ -29,6 +29,8 @@ pub enum Kind {
     Desired,
     Report,
     Event,
+    /// Several events in one envelope (the transitions of one settle): [`crate::Events`].
+    Events,
     Presence,
 }
 
@@ -38,6 +40,7 @@ impl Kind {
             Kind::Desired => b"desired",
             Kind::Report => b"report",
             Kind::Event => b"event",
+            Kind::Events => b"events",
             Kind::Presence => b"presence",
         }
     }

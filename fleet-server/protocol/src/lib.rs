@@ -4,7 +4,8 @@
 //! - [`topics`]: the MQTT topic tree under `halyard/v1/devices/{device_id}/`.
 //! - [`envelope`]: the signed envelope every message travels in, and its verification rules.
 //! - `batch` (feature `batch`): many envelopes verified at once, for a server's ingest.
-//! - [`messages`]: the payloads: [`Desired`], [`Report`], [`Event`], [`Presence`].
+//! - [`messages`]: the payloads: [`Desired`], [`Report`], [`Event`] (one, or [`Events`] of one settle),
+//!   [`Presence`].
 //!
 //! The contract is written out in `docs/protocol.md`.
 
@@ -18,8 +19,8 @@ pub mod topics;
 pub use envelope::{Checked, Envelope, EnvelopeError, Kind, Payload, SeqGuard, SeqVerdict};
 pub use ids::{DeviceId, IdError, Sha256, Slot};
 pub use messages::{
-    AgentState, Artifact, DeltaOffer, Desired, DesiredAction, Event, HealthSummary, Presence, Report,
-    SlotReport, Window,
+    AgentState, Artifact, DeltaOffer, Desired, DesiredAction, Event, Events, HealthSummary,
+    MAX_EVENTS_PER_ENVELOPE, Presence, Report, SlotReport, Window,
 };
 pub use topics::Topic;
 

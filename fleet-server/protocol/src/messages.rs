@@ -119,6 +119,29 @@ pub struct Event {
     pub reason: Option<String>,
 }
 
+/// Device → server (on `events`, kind `events`): the transitions of one settle, in order, in one
+/// signed message. The events keep a sequence number each: for `n` events in an envelope with number
+/// `seq`, event `i` has `seq - (n - 1) + i` (the agent takes `n` consecutive numbers and signs with the
+/// last), so the server stores the same history as for `n` single events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub events: Vec<Event>,
+}
+
+/// The most events an agent puts in one envelope (a settle rarely makes more than five).
+pub const MAX_EVENTS_PER_ENVELOPE: usize = 32;
+
+impl Events {
+    /// The events with their sequence numbers, given the envelope's; `None` when the envelope
+    /// carries no event or its number is too small for that many (numbers start at 1).
+    pub fn numbered(self, seq: u64) -> Option<Vec<(u64, Event)>> {
+        let n = u64::try_from(self.events.len()).ok()?;
+        let first = seq.checked_sub(n.checked_sub(1)?).filter(|f| *f >= 1)?;
+        Some((first..=seq).zip(self.events).collect())
+    }
+}
+
 /// Device → server (retained on `presence`; the offline form is the MQTT last will).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
@@ -134,6 +157,9 @@ impl Payload for Report {
 }
 impl Payload for Event {
     const KIND: Kind = Kind::Event;
+}
+impl Payload for Events {
+    const KIND: Kind = Kind::Events;
 }
 impl Payload for Presence {
     const KIND: Kind = Kind::Presence;

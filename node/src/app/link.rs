@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::MqttSettings;
 use crate::driver::{Driver, Halt, Outgoing};
 use crate::identity::SeqCounter;
-use crate::transport::codec::{self, Inbox};
+use crate::transport::codec::{self, Batch, Inbox};
 use crate::transport::mqtt::{Inbound, Mqtt, PresenceSigner};
 
 /// What a link signs and verifies with: device id, its key, sequence counter, server key, clock.
@@ -202,28 +202,28 @@ impl Link {
 
     fn announce(&mut self) -> Result<(), AppError> {
         if let Some(report) = self.last_report.clone() {
-            self.send(&Outgoing::Report(report))?;
+            self.send(Batch::One(Outgoing::Report(report)))?;
         }
         Ok(())
     }
 
     fn flush(&mut self, driver: &mut Driver) -> Result<(), AppError> {
-        for msg in driver.take_outbox() {
-            if let Outgoing::Report(report) = &msg {
+        for batch in codec::batches(driver.take_outbox()) {
+            if let Batch::One(Outgoing::Report(report)) = &batch {
                 self.last_report = Some(report.clone());
             }
-            self.send(&msg)?;
+            self.send(batch)?;
         }
         Ok(())
     }
 
-    fn send(&mut self, msg: &Outgoing) -> Result<(), AppError> {
+    fn send(&mut self, batch: Batch) -> Result<(), AppError> {
         let seq = self
             .seq
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .next_seq()?;
-        let publication = codec::seal(msg, &self.device, seq, &self.key)?;
+            .next_seqs(batch.seqs())?;
+        let publication = batch.seal(&self.device, seq, &self.key)?;
         let (connected, now) = (self.mqtt.connected(), self.clock.now());
         let active = self.fallback.as_mut().is_some_and(|f| f.active(connected, now));
         match self.fallback.as_ref().filter(|_| active) {

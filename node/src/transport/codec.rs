@@ -1,10 +1,14 @@
 //! The pure half of the MQTT transport (rumqtt style: no I/O here). [`Inbox`] turns what arrives on the
 //! device's `desired` topic into a verified [`Desired`], or says why not; [`seal`] turns the driver's
-//! [`Outgoing`] messages and presence into signed [`Publication`]s for their topics.
+//! [`Outgoing`] messages and presence into signed [`Publication`]s for their topics, and [`batches`]
+//! puts the events of one settle into one message.
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use halyard_protocol::topics::Topic;
-use halyard_protocol::{Desired, DeviceId, Envelope, EnvelopeError, Presence, SeqGuard, SeqVerdict};
+use halyard_protocol::{
+    Desired, DeviceId, Envelope, EnvelopeError, Event, Events, MAX_EVENTS_PER_ENVELOPE, Presence, SeqGuard,
+    SeqVerdict,
+};
 
 use crate::driver::Outgoing;
 
@@ -104,6 +108,76 @@ pub fn seal(
         payload: env.encode(),
         retain,
     })
+}
+
+/// A message to sign, from the driver's outbox: the report, or a run of events that followed one
+/// another (the transitions of one settle), which travel in one `events` envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Batch {
+    /// One message as the driver queued it.
+    One(Outgoing),
+    /// Two or more events (at most [`MAX_EVENTS_PER_ENVELOPE`]), in order.
+    Events(Vec<Event>),
+}
+
+impl Batch {
+    /// How many sequence numbers the message takes (one per event).
+    pub fn seqs(&self) -> u64 {
+        match self {
+            Batch::One(_) => 1,
+            Batch::Events(events) => events.len() as u64,
+        }
+    }
+
+    /// Sign with the last of the message's [`Batch::seqs`] consecutive numbers, `last_seq`.
+    pub fn seal(
+        &self,
+        device: &DeviceId,
+        last_seq: u64,
+        key: &SigningKey,
+    ) -> Result<Publication, EnvelopeError> {
+        match self {
+            Batch::One(msg) => seal(msg, device, last_seq, key),
+            Batch::Events(events) => {
+                let body = Events {
+                    events: events.clone(),
+                };
+                Ok(Publication {
+                    topic: Topic::Events.for_device(device),
+                    payload: Envelope::seal(&body, device, last_seq, key)?.encode(),
+                    retain: false,
+                })
+            }
+        }
+    }
+}
+
+/// The outbox as messages to sign, in order: each run of two or more events becomes one
+/// [`Batch::Events`] (a lone event keeps the single `event` form).
+pub fn batches(outbox: Vec<Outgoing>) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut run: Vec<Event> = Vec::new();
+    let end_run = |run: &mut Vec<Event>, out: &mut Vec<Batch>| match run.len() {
+        0 => {}
+        1 => out.extend(run.pop().map(|e| Batch::One(Outgoing::Event(e)))),
+        _ => out.push(Batch::Events(std::mem::take(run))),
+    };
+    for msg in outbox {
+        match msg {
+            Outgoing::Event(e) => {
+                if run.len() == MAX_EVENTS_PER_ENVELOPE {
+                    end_run(&mut run, &mut out);
+                }
+                run.push(e);
+            }
+            other => {
+                end_run(&mut run, &mut out);
+                out.push(Batch::One(other));
+            }
+        }
+    }
+    end_run(&mut run, &mut out);
+    out
 }
 
 /// The retained presence message (online, or the offline last will).

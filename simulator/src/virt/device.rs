@@ -21,7 +21,7 @@ use halyard_node::files::{Files, MemFiles};
 use halyard_node::fsm::{Image, Policy};
 use halyard_node::health::{Check, Probe, Verdict};
 use halyard_node::identity::{Identity, SeqCounter};
-use halyard_node::transport::codec::{self, Inbox, Publication};
+use halyard_node::transport::codec::{self, Batch, Inbox, Publication};
 use halyard_ota::limits::Limits;
 use halyard_ota::root::TrustedRoot;
 use halyard_protocol::{DeviceId, Sha256};
@@ -413,7 +413,7 @@ impl VDevice {
             return;
         };
         match driver.report() {
-            Ok(report) => self.seal(step, &Outgoing::Report(report)),
+            Ok(report) => self.seal(step, &Batch::One(Outgoing::Report(report))),
             Err(e) => tracing::warn!(device = %self.name, error = %e, "report"),
         }
     }
@@ -425,7 +425,9 @@ impl VDevice {
                 step.transitions
                     .push((state_name(&e.from), state_name(&e.to), e.reason.clone()));
             }
-            self.seal(step, msg);
+        }
+        for batch in codec::batches(outbox) {
+            self.seal(step, &batch);
         }
         step.spent = self.clock.spent();
         match r {
@@ -451,12 +453,12 @@ impl VDevice {
         }
     }
 
-    fn seal(&mut self, step: &mut Step, msg: &Outgoing) {
+    fn seal(&mut self, step: &mut Step, batch: &Batch) {
         let sealed = self
             .seq
-            .next_seq()
+            .next_seqs(batch.seqs())
             .map_err(|e| e.to_string())
-            .and_then(|seq| codec::seal(msg, &self.id, seq, &self.key).map_err(|e| e.to_string()));
+            .and_then(|seq| batch.seal(&self.id, seq, &self.key).map_err(|e| e.to_string()));
         match sealed {
             Ok(p) => step.out.push(p),
             Err(e) => tracing::warn!(device = %self.name, error = %e, "sealing a message"),

@@ -38,7 +38,8 @@ pub(super) fn kind_str(kind: Kind) -> &'static str {
     match kind {
         Kind::Desired => "desired",
         Kind::Report => "report",
-        Kind::Event => "event",
+        // The events of an `events` envelope are stored one by one, in the same sequence space.
+        Kind::Event | Kind::Events => "event",
         Kind::Presence => "presence",
     }
 }
