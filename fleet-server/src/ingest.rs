@@ -243,24 +243,52 @@ fn device_event(device: &DeviceId, seq: u64, e: Event) -> DeviceEvent {
 /// epoch on the server's clock); returns one outcome per message. A message of several events is
 /// stored when any of them is new (the others were seen already), and is a replay when none is.
 pub async fn store_batch(app: &App, batch: Vec<Verified>, now: i64) -> Vec<Result<(), IngestError>> {
-    let items: Vec<IngestItem> = batch.iter().flat_map(|v| v.items.iter().cloned()).collect();
-    let results = match app.db(move |s| s.ingest_batch(&items, now)).await {
+    store_batches(app, vec![(batch, now)])
+        .await
+        .pop()
+        .unwrap_or_default()
+}
+
+/// [`store_batch`] for several batches in order, each with the time it arrived, in one transaction
+/// when all of them store cleanly; one outcome per message of each batch.
+pub async fn store_batches(
+    app: &App,
+    groups: Vec<(Vec<Verified>, i64)>,
+) -> Vec<Vec<Result<(), IngestError>>> {
+    let items: Vec<(Vec<IngestItem>, i64)> = groups
+        .iter()
+        .map(|(batch, now)| (batch.iter().flat_map(|v| v.items.iter().cloned()).collect(), *now))
+        .collect();
+    let results = match app.db(move |s| s.ingest_batches(&items)).await {
         Ok(r) => r,
         Err(e) => {
             let msg = e.to_string();
-            return batch
+            return groups
                 .iter()
-                .map(|_| Err(StoreError::Backend(msg.clone()).into()))
+                .map(|(batch, _)| {
+                    batch
+                        .iter()
+                        .map(|_| Err(StoreError::Backend(msg.clone()).into()))
+                        .collect()
+                })
                 .collect();
         }
     };
-    let mut out = Vec::with_capacity(batch.len());
     let mut wake = false;
-    let mut results = results.into_iter();
-    for v in &batch {
-        let mine: Vec<_> = results.by_ref().take(v.items.len()).collect();
-        out.push(account(app, v, mine, &mut wake));
-    }
+    let out = groups
+        .iter()
+        .zip(results)
+        .map(|((batch, _), results)| {
+            let mut results = results.into_iter();
+            batch
+                .iter()
+                .map(|v| {
+                    let mine: Vec<_> = results.by_ref().take(v.items.len()).collect();
+                    account(app, v, mine, &mut wake)
+                })
+                .collect()
+        })
+        .collect();
     if wake {
         app.reports.notify_one();
     }
@@ -328,29 +356,53 @@ pub struct Taken {
 /// Verifies (signatures in batches, [`verify_batch`]) and stores (one transaction, [`store_batch`])
 /// messages as they arrived for `(device, topic)`, received at `now`. The MQTT ingest worker's path.
 pub async fn take_batch(app: &App, raw: Vec<(DeviceId, Topic, Vec<u8>)>, now: i64) -> Taken {
-    let mut taken = Taken::default();
-    let devices: Vec<DeviceId> = raw.iter().map(|(d, _, _)| d.clone()).collect();
-    let mut verified = Vec::with_capacity(raw.len());
-    for (device, r) in devices.iter().zip(verify_batch(app, raw).await) {
+    take_batches(app, vec![(raw, now)])
+        .await
+        .pop()
+        .unwrap_or_default()
+}
+
+/// Messages as they arrived for `(device, topic)`.
+pub type Arrived = Vec<(DeviceId, Topic, Vec<u8>)>;
+
+/// [`take_batch`] for several batches in order, each with the time it arrived: their signatures
+/// are checked together and they are stored together ([`store_batches`]); one [`Taken`] per batch.
+pub async fn take_batches(app: &App, groups: Vec<(Arrived, i64)>) -> Vec<Taken> {
+    let mut taken = vec![Taken::default(); groups.len()];
+    let mut verified: Vec<(Vec<Verified>, i64)> = groups.iter().map(|(_, now)| (Vec::new(), *now)).collect();
+    let owner: Vec<(usize, DeviceId)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, (raw, _))| raw.iter().map(move |(d, _, _)| (g, d.clone())))
+        .collect();
+    let raw: Vec<_> = groups.into_iter().flat_map(|(raw, _)| raw).collect();
+    for ((g, device), r) in owner.iter().zip(verify_batch(app, raw).await) {
         match r {
-            Ok(v) => verified.push(v),
+            Ok(v) => verified[*g].0.push(v),
             Err(e) => {
                 reject(app, device, &e);
-                taken.refused += 1;
+                taken[*g].refused += 1;
             }
         }
     }
-    let devices: Vec<DeviceId> = verified
+    let devices: Vec<Vec<DeviceId>> = verified
         .iter()
-        .filter_map(|v| v.items.first().map(|i| i.device.clone()))
+        .map(|(batch, _)| {
+            batch
+                .iter()
+                .filter_map(|v| v.items.first().map(|i| i.device.clone()))
+                .collect()
+        })
         .collect();
-    for (device, r) in devices.iter().zip(store_batch(app, verified, now).await) {
-        match r {
-            Ok(()) => taken.stored += 1,
-            Err(IngestError::Replay { .. }) => taken.replays += 1,
-            Err(e) => {
-                reject(app, device, &e);
-                taken.refused += 1;
+    for (g, results) in store_batches(app, verified).await.into_iter().enumerate() {
+        for (device, r) in devices[g].iter().zip(results) {
+            match r {
+                Ok(()) => taken[g].stored += 1,
+                Err(IngestError::Replay { .. }) => taken[g].replays += 1,
+                Err(e) => {
+                    reject(app, device, &e);
+                    taken[g].refused += 1;
+                }
             }
         }
     }

@@ -25,6 +25,10 @@ const CHECKS: &[Check] = &[
     ("ingest_refuses_replays", ingest_refuses_replays),
     ("ingest_batch_isolates_failures", ingest_batch_isolates_failures),
     (
+        "ingest_batches_match_one_batch_at_a_time",
+        events::ingest_batches_match_one_batch_at_a_time,
+    ),
+    (
         "out_of_order_events_are_kept",
         events::out_of_order_events_are_kept,
     ),

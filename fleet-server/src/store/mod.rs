@@ -154,6 +154,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// [`Store::ingest`] for many messages in one transaction (the MQTT path batches under load); one
     /// result per message, `Err` only when the whole batch failed.
     fn ingest_batch(&self, batch: &[IngestItem], now: i64) -> StoreResult<Vec<Result<bool, StoreError>>>;
+    /// Several batches in order, each with the time it arrived, in as few transactions as the store
+    /// likes; the outcomes are those [`Store::ingest_batch`] gives each batch in turn.
+    fn ingest_batches(
+        &self,
+        batches: &[(Vec<IngestItem>, i64)],
+    ) -> StoreResult<Vec<Vec<Result<bool, StoreError>>>> {
+        batches
+            .iter()
+            .map(|(b, now)| self.ingest_batch(b, *now))
+            .collect()
+    }
     /// The highest accepted sequence numbers per (device, kind).
     fn sequences(&self) -> StoreResult<Vec<(DeviceId, Kind, u64)>>;
     /// The device's newest `limit` events (by seq), oldest first.

@@ -161,3 +161,46 @@ fn sqlite_schema_2_events_survive_the_migration() {
     let s = SqliteStore::open(&path).expect("migrate");
     assert_eq!(stored(&s, &id, 10), vec![1, 2]);
 }
+
+/// Several batches in one call give each batch the outcomes `ingest_batch` gives it alone, in
+/// order, each at its own arrival time; a refusal in one batch costs the others nothing.
+pub(super) fn ingest_batches_match_one_batch_at_a_time(s: &dyn Store) {
+    enroll(s, "t1", 1);
+    enroll(s, "t2", 2);
+    let (one, two, stranger) = (dev_id(1), dev_id(2), dev_id(9));
+    let item = |id: &DeviceId, seq| IngestItem {
+        device: id.clone(),
+        kind: Kind::Event,
+        seq,
+        msg: Ingest::Event(event(id, seq)),
+    };
+    let flat = |out: Vec<Vec<Result<bool, halyard_server::store::StoreError>>>| -> Vec<Vec<Option<bool>>> {
+        out.iter()
+            .map(|b| b.iter().map(|r| r.as_ref().ok().copied()).collect())
+            .collect()
+    };
+    // All clean: each batch at its own time.
+    let clean = vec![
+        (vec![item(&one, 2), item(&one, 3)], 100),
+        (vec![item(&two, 1)], 200),
+    ];
+    assert_eq!(
+        flat(s.ingest_batches(&clean).expect("batches")),
+        vec![vec![Some(true), Some(true)], vec![Some(true)]]
+    );
+    let seen = |id: &DeviceId| s.device(id).expect("get").expect("enrolled").last_seen;
+    assert_eq!((seen(&one), seen(&two)), (100, 200));
+    // A replay across batches and a stranger inside one.
+    let mixed = vec![
+        (vec![item(&one, 3), item(&stranger, 1), item(&one, 4)], 300),
+        (vec![item(&one, 4), item(&two, 2)], 250),
+    ];
+    assert_eq!(
+        flat(s.ingest_batches(&mixed).expect("batches")),
+        vec![vec![Some(false), None, Some(true)], vec![Some(false), Some(true)]]
+    );
+    assert_eq!(stored(s, &one, 10), vec![2, 3, 4]);
+    assert_eq!(stored(s, &two, 10), vec![1, 2]);
+    assert_eq!((seen(&one), seen(&two)), (300, 250));
+    assert!(stored(s, &stranger, 10).is_empty());
+}

@@ -204,7 +204,12 @@ impl VServer {
     }
 }
 
-/// The ingest task: takes batches in order, each split into store transactions of at most 2,000.
+/// Most messages the ingest task takes at once: batches that queued up while it worked are verified
+/// and stored together (one transaction), up to this many; a larger batch is split into parts of it.
+const INGEST_MAX: usize = 2000;
+
+/// The ingest task: takes batches in order, with whatever queued behind them (up to [`INGEST_MAX`]
+/// messages, each batch keeping the time it arrived), and answers each batch with its refusals.
 fn ingest_task(
     rt: &tokio::runtime::Runtime,
     app: Arc<App>,
@@ -215,25 +220,51 @@ fn ingest_task(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arrivals>();
     let (done, ingested) = std::sync::mpsc::channel();
     rt.spawn(async move {
-        while let Some((messages, now)) = rx.recv().await {
-            let mut refused = 0;
-            let mut raw = Vec::with_capacity(messages.len());
-            for (topic, payload) in messages {
-                match Topic::parse(&topic) {
-                    Some((device, topic)) => raw.push((device, topic, payload)),
-                    None => refused += 1,
+        while let Some(first) = rx.recv().await {
+            let mut taken = vec![first];
+            let mut count = taken[0].0.len();
+            while count < INGEST_MAX {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        count += next.0.len();
+                        taken.push(next);
+                    }
+                    Err(_) => break,
                 }
             }
-            for chunk in chunks(raw, 2000) {
-                let taken = halyard_server::ingest::take_batch(&app, chunk, now).await;
-                refused += taken.refused + taken.replays;
-            }
-            if done.send(refused).is_err() {
-                return;
+            for refused in ingest(&app, taken).await {
+                if done.send(refused).is_err() {
+                    return;
+                }
             }
         }
     });
     (tx, ingested)
+}
+
+/// Ingests batches in order; how many messages of each were refused (bad topics included).
+async fn ingest(app: &App, batches: Vec<Arrivals>) -> Vec<usize> {
+    let mut refused = vec![0; batches.len()];
+    let mut groups = Vec::new();
+    let mut owner = Vec::new();
+    for (b, (messages, now)) in batches.into_iter().enumerate() {
+        let mut raw = Vec::with_capacity(messages.len());
+        for (topic, payload) in messages {
+            match Topic::parse(&topic) {
+                Some((device, topic)) => raw.push((device, topic, payload)),
+                None => refused[b] += 1,
+            }
+        }
+        for part in chunks(raw, INGEST_MAX) {
+            groups.push((part, now));
+            owner.push(b);
+        }
+    }
+    let taken = halyard_server::ingest::take_batches(app, groups).await;
+    for (b, t) in owner.into_iter().zip(taken) {
+        refused[b] += t.refused + t.replays;
+    }
+    refused
 }
 
 fn chunks<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {
