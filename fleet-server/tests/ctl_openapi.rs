@@ -10,6 +10,7 @@ const DOC: &str = include_str!("../src/api/openapi.json");
 /// The contract's routes (docs: the server's HTTP contract), as (method, path).
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/enroll"),
+    ("post", "/v1/enroll/batch"),
     ("get", "/v1/devices/{id}/desired"),
     ("post", "/v1/devices/{id}/report"),
     ("post", "/v1/devices/{id}/events"),

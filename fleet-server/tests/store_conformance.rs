@@ -10,6 +10,8 @@ use halyard_server::store::{EnrollOutcome, Ingest, IngestItem, StepCommit, Store
 
 #[path = "store_conformance/changes.rs"]
 mod changes;
+#[path = "store_conformance/enroll.rs"]
+mod enroll_many;
 #[path = "store_conformance/events.rs"]
 mod events;
 #[cfg(feature = "postgres")]
@@ -22,6 +24,10 @@ type Check = (&'static str, fn(&dyn Store));
 const CHECKS: &[Check] = &[
     ("tokens", tokens),
     ("enrollment_is_one_time", enrollment_is_one_time),
+    (
+        "enroll_many_matches_one_at_a_time",
+        enroll_many::enroll_many_matches_one_at_a_time,
+    ),
     ("ingest_refuses_replays", ingest_refuses_replays),
     ("ingest_batch_isolates_failures", ingest_batch_isolates_failures),
     (

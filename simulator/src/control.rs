@@ -174,6 +174,45 @@ impl Control {
         })
     }
 
+    /// Enrollment of many devices in one call, as a provisioning station does (`POST
+    /// /v1/enroll/batch`): `(token, base64 public key, hardware class)` each; the server key PEM for
+    /// each, in order, or the first device's refusal.
+    pub fn enroll_devices(&self, devices: &[(&str, String, &str)]) -> Result<Vec<String>, ControlError> {
+        let path = "/v1/enroll/batch";
+        let body: Vec<Value> = devices
+            .iter()
+            .map(|(token, key, hw)| serde_json::json!({"token": token, "public_key": key, "product": crate::fleet::PRODUCT, "hardware_class": hw, "agent_version": env!("CARGO_PKG_VERSION")}))
+            .collect();
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .send(serde_json::json!({ "devices": body }).to_string().as_bytes());
+        let v: Value = self.finish("POST", path, resp)?;
+        let refused = |reason: String| ControlError {
+            method: "POST",
+            path: path.into(),
+            reason,
+        };
+        let results = v["results"]
+            .as_array()
+            .ok_or_else(|| refused(format!("no results in {v}")))?;
+        if results.len() != devices.len() {
+            return Err(refused(format!(
+                "{} results for {} devices",
+                results.len(),
+                devices.len()
+            )));
+        }
+        results
+            .iter()
+            .map(|r| match r["enrolled"]["server_key"].as_str() {
+                Some(pem) => Ok(pem.to_owned()),
+                None => Err(refused(format!("device refused: {r}"))),
+            })
+            .collect()
+    }
+
     /// Device-side enrollment (no bearer token): returns (device id, server key PEM, broker URL).
     pub fn enroll_device(
         &self,

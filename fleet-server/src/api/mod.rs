@@ -6,6 +6,7 @@ mod admin;
 mod artifacts;
 mod auth;
 mod device;
+mod enroll;
 mod events;
 mod fleet;
 mod releases;
@@ -90,7 +91,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(fleet::metrics))
-        .route("/v1/enroll", post(device::enroll))
+        .route("/v1/enroll", post(enroll::enroll))
+        .route("/v1/enroll/batch", post(enroll::enroll_batch))
         .route("/v1/devices/{id}/desired", get(device::desired))
         .route("/v1/devices/{id}/{topic}", post(device::message))
         .route("/v1/artifacts/{sha256}", get(artifacts::get))

@@ -131,6 +131,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn enroll_tokens(&self) -> StoreResult<Vec<EnrollToken>>;
     /// Consumes the token and creates the device in one transaction.
     fn enroll(&self, token_hash: &str, device: &NewDevice, now: i64) -> StoreResult<EnrollOutcome>;
+    /// [`Store::enroll`] for many devices (token hash, device), in order, in as few transactions as
+    /// the store likes; each gets the outcome it would get alone after the ones before it.
+    fn enroll_many(&self, batch: &[(String, NewDevice)], now: i64) -> StoreResult<Vec<EnrollOutcome>> {
+        batch.iter().map(|(hash, d)| self.enroll(hash, d, now)).collect()
+    }
 
     // devices
     fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>>;

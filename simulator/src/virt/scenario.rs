@@ -233,10 +233,10 @@ fn shared(s: &Scenario, fleet: &Fleet, server: &VServer, work: &Path) -> Result<
     }))
 }
 
-/// Makes and enrolls every device, [`ENROLL_THREADS`] at a time over the real API (enrollment is the
-/// set-up's cost: a key, a data directory and the device's own enrollment call per device; the
-/// tokens come a thousand to a call), then adds them to the world in index order, so the run does
-/// not depend on which thread finished first.
+/// Makes and enrolls every device on [`ENROLL_THREADS`] threads over the real API (each device with
+/// its own one-time token, [`ENROLL_BATCH`] to a `POST /v1/enroll/batch` as a provisioning station
+/// sends them; the tokens come a thousand to a call), then adds them to the world in index order,
+/// so the run does not depend on which thread finished first.
 fn enroll_all(
     s: &Scenario,
     dirs: &Path,
@@ -267,10 +267,11 @@ fn enroll_all(
                 let time = time.clone();
                 scope.spawn(move || -> Result<Vec<VDevice>, VirtError> {
                     let mut out = Vec::with_capacity(chunk.len());
-                    for (k, (name, g, token)) in chunk.iter().enumerate() {
-                        let i = n * per + k;
-                        let made = enroll_one(s, (i, name, g), token, (dirs, shared, &time), control)?;
-                        out.push(made);
+                    for (k, (name, g, _)) in chunk.iter().enumerate() {
+                        out.push(make_one(s, (n * per + k, name, g), (dirs, shared, &time))?);
+                    }
+                    for (devs, specs) in out.chunks_mut(ENROLL_BATCH).zip(chunk.chunks(ENROLL_BATCH)) {
+                        enroll_batch(devs, specs, control)?;
                     }
                     Ok(out)
                 })
@@ -291,9 +292,8 @@ fn enroll_all(
     Ok(())
 }
 
-/// Enrollment runs on this many threads: enough requests in flight that the server's store always
-/// has the next enrollment while others are being parsed, hashed and answered (4 left it idle a
-/// tenth of the time).
+/// Devices are made (a key derived, a data directory) and enrolled on this many threads, so the
+/// server's store has the next batch while others are being built and answered.
 const ENROLL_THREADS: usize = 8;
 
 /// One enrollment token per device, made a thousand at a time per site (as a production line gets
@@ -316,14 +316,12 @@ fn site_tokens(
     Ok(out)
 }
 
-fn enroll_one(
+fn make_one(
     s: &Scenario,
     (i, name, g): (usize, &str, &crate::scenario::DeviceGroup),
-    token: &str,
     (dirs, shared, time): (&Path, &Arc<Shared>, &VirtualTime),
-    control: &crate::control::Control,
 ) -> Result<VDevice, VirtError> {
-    let mut dev = VDevice::new(
+    VDevice::new(
         (i, name.to_owned(), g.site.clone(), g.hw.clone()),
         key_seed(s.seed, i),
         &dirs.join(name),
@@ -332,11 +330,29 @@ fn enroll_one(
         DeviceClock::new(time.clone()),
         Link::new(super::mix(s.seed, i as u64 ^ 0x11)),
     )
-    .map_err(err)?;
-    let key = base64::engine::general_purpose::STANDARD.encode(dev.public_key());
-    let (_, pem, _) = control.enroll_device(token, &key, &g.hw).map_err(err)?;
-    dev.enrolled(server_key(&pem)?);
-    Ok(dev)
+    .map_err(err)
+}
+
+/// Devices per enrollment call (`POST /v1/enroll/batch`, each with its own token).
+const ENROLL_BATCH: usize = 500;
+
+/// Enrolls `devs` (with their tokens in `specs`) in one call and gives each the server's key.
+fn enroll_batch(
+    devs: &mut [VDevice],
+    specs: &[(String, &crate::scenario::DeviceGroup, String)],
+    control: &crate::control::Control,
+) -> Result<(), VirtError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let wanted: Vec<(&str, String, &str)> = devs
+        .iter()
+        .zip(specs)
+        .map(|(d, (_, g, token))| (token.as_str(), b64.encode(d.public_key()), g.hw.as_str()))
+        .collect();
+    let pems = control.enroll_devices(&wanted).map_err(err)?;
+    for (dev, pem) in devs.iter_mut().zip(pems) {
+        dev.enrolled(server_key(&pem)?);
+    }
+    Ok(())
 }
 
 /// The server's data directory and the devices' (removed with the run): in memory (/dev/shm) when the

@@ -96,6 +96,17 @@ impl Store for SqliteStore {
         self.tx(|tx| dv::enroll(tx, hash, device, now))
     }
 
+    fn enroll_many(&self, batch: &[(String, NewDevice)], now: i64) -> StoreResult<Vec<EnrollOutcome>> {
+        // A refused device writes nothing (dv::enroll decides before its first write), so one
+        // transaction holds them all.
+        self.tx(|tx| {
+            batch
+                .iter()
+                .map(|(hash, device)| dv::enroll(tx, hash, device, now))
+                .collect()
+        })
+    }
+
     fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>> {
         dv::find_device(&self.conn(), id)
     }
