@@ -302,32 +302,35 @@ fn account(
     wake: &mut bool,
 ) -> Result<(), IngestError> {
     use std::sync::atomic::Ordering::Relaxed;
+    // The metrics count messages (envelopes), as they did before one message could carry several
+    // events: stored when any of its items was, a duplicate when none was.
     let mut stored = false;
     for (item, r) in v.items.iter().zip(results) {
         match r {
             Ok(true) => {
                 stored = true;
-                app.metrics.ingested.fetch_add(1, Relaxed);
-                app.metrics
-                    .observe_ingest(v.received.elapsed().as_micros() as u64);
                 *wake |= item.kind != Kind::Presence;
             }
-            Ok(false) => {
-                app.metrics.duplicates.fetch_add(1, Relaxed);
-            }
+            Ok(false) => {}
             Err(e) => return Err(e.into()),
         }
     }
     match (stored, v.items.last()) {
         (true, Some(item)) => {
+            app.metrics.ingested.fetch_add(1, Relaxed);
+            app.metrics
+                .observe_ingest(v.received.elapsed().as_micros() as u64);
             app.notify("device", item.device.as_str());
             Ok(())
         }
-        (_, Some(item)) => Err(IngestError::Replay {
-            device: item.device.clone(),
-            kind: item.kind,
-            seq: item.seq,
-        }),
+        (_, Some(item)) => {
+            app.metrics.duplicates.fetch_add(1, Relaxed);
+            Err(IngestError::Replay {
+                device: item.device.clone(),
+                kind: item.kind,
+                seq: item.seq,
+            })
+        }
         (_, None) => Err(IngestError::Unfinished("a message without items".into())),
     }
 }

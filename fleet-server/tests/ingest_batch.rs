@@ -161,7 +161,11 @@ async fn an_events_envelope_stores_each_event_under_its_own_number() {
         (id(&k), Topic::Events, three.clone()),
         (id(&k), Topic::Events, three.clone()),
         (id(&k), Topic::Events, sealed(&events(1..=3), 2)),
-        (id(&k), Topic::Events, sealed(&events(1..=0), 9)),
+        (
+            id(&k),
+            Topic::Events,
+            sealed(&halyard_protocol::Events { events: vec![] }, 9),
+        ),
         (id(&k), Topic::Report, sealed(&events(10..=11), 11)),
     ];
     let taken = ingest::take_batch(&app, raw, 100).await;

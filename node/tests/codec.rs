@@ -176,8 +176,8 @@ fn the_events_of_a_settle_travel_in_one_envelope_numbered_one_by_one() {
         got,
         vec![
             Batch::Events(vec![transition(1), transition(2), transition(3)]),
-            Batch::One(report()),
-            Batch::One(ev(4)),
+            Batch::One(Box::new(report())),
+            Batch::One(Box::new(ev(4))),
         ]
     );
     assert_eq!(got.iter().map(Batch::seqs).collect::<Vec<_>>(), [3, 1, 1]);
@@ -186,7 +186,7 @@ fn the_events_of_a_settle_travel_in_one_envelope_numbered_one_by_one() {
     let split = batches(many);
     assert_eq!(split.len(), 2);
     assert_eq!(split[0].seqs(), MAX_EVENTS_PER_ENVELOPE as u64);
-    assert_eq!(split[1], Batch::One(ev(MAX_EVENTS_PER_ENVELOPE as u64)));
+    assert_eq!(split[1], Batch::One(Box::new(ev(MAX_EVENTS_PER_ENVELOPE as u64))));
     // Sealed with the last of its numbers; the receiver numbers the events back.
     let key = SigningKey::from_bytes(&[3; 32]);
     let p = got[0].seal(&device(), 12, &key).unwrap();

@@ -202,14 +202,16 @@ impl Link {
 
     fn announce(&mut self) -> Result<(), AppError> {
         if let Some(report) = self.last_report.clone() {
-            self.send(Batch::One(Outgoing::Report(report)))?;
+            self.send(Batch::One(Box::new(Outgoing::Report(report))))?;
         }
         Ok(())
     }
 
     fn flush(&mut self, driver: &mut Driver) -> Result<(), AppError> {
         for batch in codec::batches(driver.take_outbox()) {
-            if let Batch::One(Outgoing::Report(report)) = &batch {
+            if let Batch::One(msg) = &batch
+                && let Outgoing::Report(report) = msg.as_ref()
+            {
                 self.last_report = Some(report.clone());
             }
             self.send(batch)?;

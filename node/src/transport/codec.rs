@@ -115,7 +115,7 @@ pub fn seal(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Batch {
     /// One message as the driver queued it.
-    One(Outgoing),
+    One(Box<Outgoing>),
     /// Two or more events (at most [`MAX_EVENTS_PER_ENVELOPE`]), in order.
     Events(Vec<Event>),
 }
@@ -159,7 +159,7 @@ pub fn batches(outbox: Vec<Outgoing>) -> Vec<Batch> {
     let mut run: Vec<Event> = Vec::new();
     let end_run = |run: &mut Vec<Event>, out: &mut Vec<Batch>| match run.len() {
         0 => {}
-        1 => out.extend(run.pop().map(|e| Batch::One(Outgoing::Event(e)))),
+        1 => out.extend(run.pop().map(|e| Batch::One(Box::new(Outgoing::Event(e))))),
         _ => out.push(Batch::Events(std::mem::take(run))),
     };
     for msg in outbox {
@@ -172,7 +172,7 @@ pub fn batches(outbox: Vec<Outgoing>) -> Vec<Batch> {
             }
             other => {
                 end_run(&mut run, &mut out);
-                out.push(Batch::One(other));
+                out.push(Batch::One(Box::new(other)));
             }
         }
     }

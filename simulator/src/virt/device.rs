@@ -413,7 +413,7 @@ impl VDevice {
             return;
         };
         match driver.report() {
-            Ok(report) => self.seal(step, &Batch::One(Outgoing::Report(report))),
+            Ok(report) => self.seal(step, &Batch::One(Box::new(Outgoing::Report(report)))),
             Err(e) => tracing::warn!(device = %self.name, error = %e, "report"),
         }
     }
