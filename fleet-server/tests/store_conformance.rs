@@ -28,6 +28,10 @@ const CHECKS: &[Check] = &[
         "enroll_many_matches_one_at_a_time",
         enroll_many::enroll_many_matches_one_at_a_time,
     ),
+    (
+        "token_batches_are_all_or_none",
+        enroll_many::token_batches_are_all_or_none,
+    ),
     ("ingest_refuses_replays", ingest_refuses_replays),
     ("ingest_batch_isolates_failures", ingest_batch_isolates_failures),
     (

@@ -123,12 +123,7 @@ async fn make_enroll_tokens(
         made.push((secret, info));
     }
     let stored: Vec<(String, EnrollToken)> = made.iter().map(|(s, i)| (token_hash(s), i.clone())).collect();
-    app.db(move |s| {
-        stored
-            .iter()
-            .try_for_each(|(hash, info)| s.put_enroll_token(hash, info))
-    })
-    .await?;
+    app.db(move |s| s.put_enroll_tokens(&stored)).await?;
     Ok(made)
 }
 

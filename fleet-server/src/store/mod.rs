@@ -128,6 +128,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // enrollment
     fn put_enroll_token(&self, token_hash: &str, token: &EnrollToken) -> StoreResult<()>;
+    /// Several tokens at once, all or none (a batch of tokens for a production line).
+    fn put_enroll_tokens(&self, tokens: &[(String, EnrollToken)]) -> StoreResult<()>;
     fn enroll_tokens(&self) -> StoreResult<Vec<EnrollToken>>;
     /// Consumes the token and creates the device in one transaction.
     fn enroll(&self, token_hash: &str, device: &NewDevice, now: i64) -> StoreResult<EnrollOutcome>;

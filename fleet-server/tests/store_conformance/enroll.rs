@@ -64,3 +64,33 @@ pub(super) fn enroll_many_matches_one_at_a_time(s: &dyn Store) {
         EnrollOutcome::Enrolled(_)
     ));
 }
+
+/// A batch of tokens is stored whole or not at all: a duplicate hash in it stores none of them.
+pub(super) fn token_batches_are_all_or_none(s: &dyn Store) {
+    let t = |id: &str| EnrollToken {
+        id: id.into(),
+        site: None,
+        tags: vec!["line-2".into()],
+        created_at: 10,
+        expires_at: Some(99),
+        used_by: None,
+    };
+    let batch: Vec<(String, EnrollToken)> = (0..3).map(|n| (format!("h{n}"), t(&format!("b{n}")))).collect();
+    s.put_enroll_tokens(&batch).expect("batch");
+    let ids = |s: &dyn Store| -> Vec<String> {
+        s.enroll_tokens()
+            .expect("tokens")
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    };
+    assert_eq!(ids(s), ["b0", "b1", "b2"]);
+    let clash = vec![
+        ("h7".to_string(), t("c7")),
+        ("h8".to_string(), t("c8")),
+        ("h1".to_string(), t("c1")),
+    ];
+    assert!(s.put_enroll_tokens(&clash).is_err(), "a duplicate hash accepted");
+    assert_eq!(ids(s), ["b0", "b1", "b2"], "part of a refused batch was stored");
+    assert_eq!(s.enroll_tokens().expect("tokens")[1], t("b1"));
+}

@@ -119,6 +119,19 @@ impl Store for PgStore {
         .map(|_| ())
     }
 
+    fn put_enroll_tokens(&self, tokens: &[(String, EnrollToken)]) -> StoreResult<()> {
+        self.tx(|tx| {
+            for (hash, t) in tokens {
+                let tags = to_json(&t.tags)?;
+                tx.execute(
+                    "INSERT INTO enroll_tokens (hash, id, site, tags, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[hash, &t.id, &t.site, &tags, &t.created_at, &t.expires_at],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     fn enroll_tokens(&self) -> StoreResult<Vec<EnrollToken>> {
         let sql = format!(
             "SELECT {} FROM enroll_tokens ORDER BY created_at, id",

@@ -83,6 +83,19 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
+    fn put_enroll_tokens(&self, tokens: &[(String, EnrollToken)]) -> StoreResult<()> {
+        self.tx(|tx| {
+            for (hash, t) in tokens {
+                dv::cached(
+                    tx,
+                    "INSERT INTO enroll_tokens (hash, id, site, tags, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![hash, t.id, t.site, to_json(&t.tags)?, t.created_at, t.expires_at],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     fn enroll_tokens(&self) -> StoreResult<Vec<EnrollToken>> {
         let rows = self.all(
             "SELECT id, site, tags, created_at, expires_at, used_by FROM enroll_tokens ORDER BY created_at, id",
