@@ -30,15 +30,20 @@ fn logs_in(port: u16, login: Option<(&str, &str)>) -> bool {
     }
 }
 
-#[test]
-fn embedded_broker_checks_the_issued_credentials() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut settings = Settings::new(
-        tmp.path().join("server"),
+/// A server in `dir/server` with the embedded broker on a free loopback port.
+fn embedded(dir: &std::path::Path) -> Settings {
+    Settings::new(
+        dir.join("server"),
         BrokerSettings::Embedded {
             listen: "127.0.0.1:0".parse().unwrap(),
         },
-    );
+    )
+}
+
+#[test]
+fn embedded_broker_checks_the_issued_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = embedded(tmp.path());
     settings.embedded_broker_auth = true;
     let bg = Background::start(settings).unwrap();
     let port: u16 = bg.started.broker.rsplit_once(':').unwrap().1.parse().unwrap();
@@ -65,12 +70,7 @@ fn embedded_broker_checks_the_issued_credentials() {
 #[test]
 fn without_broker_credentials_enrollment_issues_and_stores_none() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut settings = Settings::new(
-        tmp.path().join("server"),
-        BrokerSettings::Embedded {
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-    );
+    let mut settings = embedded(tmp.path());
     settings.broker_credentials = false;
     let bg = Background::start(settings).unwrap();
     let (identity, record) =

@@ -86,13 +86,19 @@ fn messages(keys: &[SigningKey], stranger: &SigningKey, n: u64) -> (Vec<Raw>, Ve
     (raw, bad)
 }
 
+/// A server core on `dir` (no broker connection: messages are handed to the ingest path directly).
+fn server_core(dir: &std::path::Path) -> std::sync::Arc<halyard_server::app::App> {
+    let url = "mqtt://127.0.0.1:1883";
+    let settings = Settings::new(dir, BrokerSettings::External { url: url.into() });
+    halyard_server::server::core(settings, "http://127.0.0.1:1".into(), url)
+        .unwrap()
+        .app
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_outcomes_match_one_at_a_time_and_keep_their_order() {
     let dir = tempfile::tempdir().unwrap();
-    let url = "mqtt://127.0.0.1:1883";
-    let settings = Settings::new(dir.path(), BrokerSettings::External { url: url.into() });
-    let core = halyard_server::server::core(settings, "http://127.0.0.1:1".into(), url).unwrap();
-    let app = core.app;
+    let app = server_core(dir.path());
     let keys: Vec<SigningKey> = (1..=5).map(key).collect();
     for (n, k) in keys.iter().enumerate() {
         enroll(&app, k, n);
@@ -145,10 +151,7 @@ async fn batch_outcomes_match_one_at_a_time_and_keep_their_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_events_envelope_stores_each_event_under_its_own_number() {
     let dir = tempfile::tempdir().unwrap();
-    let url = "mqtt://127.0.0.1:1883";
-    let settings = Settings::new(dir.path(), BrokerSettings::External { url: url.into() });
-    let core = halyard_server::server::core(settings, "http://127.0.0.1:1".into(), url).unwrap();
-    let app = core.app;
+    let app = server_core(dir.path());
     let k = key(7);
     enroll(&app, &k, 1);
     let events = |seqs: std::ops::RangeInclusive<u64>| halyard_protocol::Events {

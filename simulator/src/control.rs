@@ -181,7 +181,7 @@ impl Control {
         let path = "/v1/enroll/batch";
         let body: Vec<Value> = devices
             .iter()
-            .map(|(token, key, hw)| serde_json::json!({"token": token, "public_key": key, "product": crate::fleet::PRODUCT, "hardware_class": hw, "agent_version": env!("CARGO_PKG_VERSION")}))
+            .map(|(token, key, hw)| enroll_request(token, key, hw))
             .collect();
         let resp = self
             .agent
@@ -220,7 +220,7 @@ impl Control {
         public_key_b64: &str,
         hardware_class: &str,
     ) -> Result<(String, String, String), ControlError> {
-        let body = serde_json::json!({"token": token, "public_key": public_key_b64, "product": crate::fleet::PRODUCT, "hardware_class": hardware_class, "agent_version": env!("CARGO_PKG_VERSION")});
+        let body = enroll_request(token, public_key_b64, hardware_class);
         let resp = self
             .agent
             .post(format!("{}/v1/enroll", self.base))
@@ -230,4 +230,9 @@ impl Control {
         let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
         Ok((field("device_id"), field("server_key"), field("broker")))
     }
+}
+
+/// One device's enrollment request, as the agent sends it.
+fn enroll_request(token: &str, public_key_b64: &str, hardware_class: &str) -> Value {
+    serde_json::json!({"token": token, "public_key": public_key_b64, "product": crate::fleet::PRODUCT, "hardware_class": hardware_class, "agent_version": env!("CARGO_PKG_VERSION")})
 }

@@ -349,8 +349,18 @@ fn enroll_batch(
         .map(|(d, (_, g, token))| (token.as_str(), b64.encode(d.public_key()), g.hw.as_str()))
         .collect();
     let pems = control.enroll_devices(&wanted).map_err(err)?;
+    // Every answer names the same server key: parse it once, not once per device.
+    let mut parsed: Option<(String, ed25519_dalek::VerifyingKey)> = None;
     for (dev, pem) in devs.iter_mut().zip(pems) {
-        dev.enrolled(server_key(&pem)?);
+        let key = match &parsed {
+            Some((seen, key)) if *seen == pem => *key,
+            _ => {
+                let key = server_key(&pem)?;
+                parsed = Some((pem, key));
+                key
+            }
+        };
+        dev.enrolled(key);
     }
     Ok(())
 }

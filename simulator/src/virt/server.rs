@@ -205,7 +205,7 @@ impl VServer {
 }
 
 /// Most messages the ingest task takes at once: batches that queued up while it worked are verified
-/// and stored together (one transaction), up to this many; a larger batch is split into parts of it.
+/// and stored together (one transaction) until they hold this many.
 const INGEST_MAX: usize = 2000;
 
 /// The ingest task: takes batches in order, with whatever queued behind them (up to [`INGEST_MAX`]
@@ -245,8 +245,7 @@ fn ingest_task(
 /// Ingests batches in order; how many messages of each were refused (bad topics included).
 async fn ingest(app: &App, batches: Vec<Arrivals>) -> Vec<usize> {
     let mut refused = vec![0; batches.len()];
-    let mut groups = Vec::new();
-    let mut owner = Vec::new();
+    let mut groups = Vec::with_capacity(batches.len());
     for (b, (messages, now)) in batches.into_iter().enumerate() {
         let mut raw = Vec::with_capacity(messages.len());
         for (topic, payload) in messages {
@@ -255,25 +254,11 @@ async fn ingest(app: &App, batches: Vec<Arrivals>) -> Vec<usize> {
                 None => refused[b] += 1,
             }
         }
-        for part in chunks(raw, INGEST_MAX) {
-            groups.push((part, now));
-            owner.push(b);
-        }
+        groups.push((raw, now));
     }
     let taken = halyard_server::ingest::take_batches(app, groups).await;
-    for (b, t) in owner.into_iter().zip(taken) {
-        refused[b] += t.refused + t.replays;
+    for (r, t) in refused.iter_mut().zip(taken) {
+        *r += t.refused + t.replays;
     }
     refused
-}
-
-fn chunks<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {
-    let mut out = Vec::new();
-    while v.len() > n {
-        let rest = v.split_off(n);
-        out.push(v);
-        v = rest;
-    }
-    out.push(v);
-    out
 }

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{db, json_err, to_json};
 use crate::model::{ApiToken, Device, DeviceEvent, EnrollToken, NewDevice, Role, Site};
-use crate::store::{EnrollOutcome, Ingest, StoreError, StoreResult};
+use crate::store::{EnrollOutcome, Ingest, IngestItem, StoreError, StoreResult};
 
 pub(super) fn kind_str(kind: Kind) -> &'static str {
     match kind {
@@ -235,6 +235,39 @@ pub(super) fn ingest(
     )?;
     update_device(conn, id, msg, now)?;
     Ok(true)
+}
+
+/// Every message of `batch`, failing at the first refusal (the caller's transaction then rolls all
+/// of them back).
+pub(super) fn ingest_whole(
+    conn: &Connection,
+    batch: &[IngestItem],
+    now: i64,
+) -> StoreResult<Vec<Result<bool, StoreError>>> {
+    batch
+        .iter()
+        .map(|m| ingest(conn, &m.device, m.kind, m.seq, &m.msg, now).map(Ok))
+        .collect()
+}
+
+/// Every message of `batch` under its own savepoint: a refused one is rolled back alone.
+pub(super) fn ingest_each(
+    conn: &Connection,
+    batch: &[IngestItem],
+    now: i64,
+) -> StoreResult<Vec<Result<bool, StoreError>>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for m in batch {
+        // Cached statements: parsing these twice per message cost as much as the insert.
+        cached(conn, "SAVEPOINT one", [])?;
+        let r = ingest(conn, &m.device, m.kind, m.seq, &m.msg, now);
+        if r.is_err() {
+            cached(conn, "ROLLBACK TO one", [])?;
+        }
+        cached(conn, "RELEASE one", [])?;
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// One row of a query, from the prepared-statement cache.

@@ -179,59 +179,31 @@ impl Store for SqliteStore {
     }
 
     fn ingest_batch(&self, batch: &[IngestItem], now: i64) -> StoreResult<Vec<Result<bool, StoreError>>> {
-        // Nearly every batch stores whole: try it as one transaction without savepoints (each cost
-        // a sub-journal copy of every page the message touched). The first refusal rolls it back
-        // and the batch runs again with a savepoint per message, so one bad message (an unknown
-        // device) costs the others nothing.
-        let whole = self.tx(|tx| {
-            batch
-                .iter()
-                .map(|m| dv::ingest(tx, &m.device, m.kind, m.seq, &m.msg, now))
-                .collect::<StoreResult<Vec<bool>>>()
-        });
-        if let Ok(out) = whole {
-            return Ok(out.into_iter().map(Ok).collect());
-        }
-        self.tx(|tx| {
-            let mut out = Vec::with_capacity(batch.len());
-            for m in batch {
-                // Cached statements: parsing these twice per message cost as much as the insert.
-                dv::cached(tx, "SAVEPOINT one", [])?;
-                let r = dv::ingest(tx, &m.device, m.kind, m.seq, &m.msg, now);
-                if r.is_err() {
-                    dv::cached(tx, "ROLLBACK TO one", [])?;
-                }
-                dv::cached(tx, "RELEASE one", [])?;
-                out.push(r);
-            }
-            Ok(out)
-        })
+        // Nearly every batch stores whole: one transaction without savepoints (each cost a
+        // sub-journal copy of every page its message touched). A refusal rolls that back and the
+        // batch runs again a message at a time, so one bad message costs the others nothing.
+        self.tx(|tx| dv::ingest_whole(tx, batch, now))
+            .or_else(|_| self.tx(|tx| dv::ingest_each(tx, batch, now)))
     }
 
     fn ingest_batches(
         &self,
         batches: &[(Vec<IngestItem>, i64)],
     ) -> StoreResult<Vec<Vec<Result<bool, StoreError>>>> {
-        // One transaction for all of them (a commit was a third of the ingest's time when batches
-        // are small); any refusal rolls it back, and each batch runs again on its own.
-        let whole = self.tx(|tx| {
-            let mut out = Vec::with_capacity(batches.len());
-            for (batch, now) in batches {
-                let stored = batch
-                    .iter()
-                    .map(|m| dv::ingest(tx, &m.device, m.kind, m.seq, &m.msg, *now).map(Ok))
-                    .collect::<StoreResult<Vec<_>>>()?;
-                out.push(stored);
-            }
-            Ok(out)
-        });
-        match whole {
-            Ok(out) => Ok(out),
-            Err(_) => batches
+        // All in one transaction (a commit was a third of the ingest's time when batches are
+        // small); a refusal rolls it back and every batch runs again a message at a time.
+        self.tx(|tx| {
+            batches
                 .iter()
-                .map(|(b, now)| self.ingest_batch(b, *now))
-                .collect(),
-        }
+                .map(|(batch, now)| dv::ingest_whole(tx, batch, *now))
+                .collect()
+        })
+        .or_else(|_| {
+            batches
+                .iter()
+                .map(|(batch, now)| self.tx(|tx| dv::ingest_each(tx, batch, *now)))
+                .collect()
+        })
     }
 
     fn sequences(&self) -> StoreResult<Vec<(DeviceId, Kind, u64)>> {
